@@ -1,0 +1,41 @@
+# Thin wrapper over CMake and the test scripts. See README.md.
+LUAS ?= 5.1 5.2 5.3 5.4 luajit
+LUA ?= 5.4
+BUILD ?= build
+JOBS ?= 2
+
+.PHONY: all deps build demo test check-sanitize bench clean lint
+
+all: build
+
+deps:
+	@tools/deps.sh
+
+$(BUILD)/%/.built: FORCE
+	@cmake -S . -B $(BUILD)/$* -DSYNCHRO_LUA=$* -DSYNCHRO_WERROR=ON >/dev/null
+	@cmake --build $(BUILD)/$* -j $(JOBS) >/dev/null || cmake --build $(BUILD)/$* -j 1
+	@touch $@
+FORCE:
+
+build: deps
+	@for v in $(LUAS); do $(MAKE) --no-print-directory $(BUILD)/$$v/.built || exit 1; done
+
+demo: deps
+	@$(MAKE) --no-print-directory $(BUILD)/$(LUA)/.built
+	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) examples/quickstart.lua
+
+test: build
+	@tools/test.sh $(LUAS)
+
+check-sanitize: deps
+	@tools/sanitize.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory $(BUILD)/$(LUA)/.built
+	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/roundtrip.lua
+
+lint:
+	@luacheck lua spec bench examples
+
+clean:
+	rm -rf $(BUILD)

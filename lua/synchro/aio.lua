@@ -1,0 +1,122 @@
+--- synchro.aio: what async code (a task on a synchronizer's loop, or
+--- inside synchro.run) uses to wait, sleep and run things concurrently.
+local core = require "synchro.core"
+local sched = require "synchro.sched"
+
+local aio = {}
+
+--- The error a cancelled task receives at its wait points.
+aio.Cancelled = sched.Cancelled
+
+--- Sleeps `seconds` without blocking other tasks.
+---@param seconds number
+function aio.sleep(seconds)
+  if type(seconds) ~= "number" then
+    error("bad argument #1 to 'sleep' (number expected, got " ..
+      type(seconds) .. ")", 2)
+  end
+  return sched.sleep(seconds)
+end
+
+--- Monotonic time in seconds (a float).
+---@return number
+aio.now = core.now
+
+local function check_function(fn, n, name)
+  if type(fn) ~= "function" then
+    error(("bad argument #%d to '%s' (function expected, got %s)")
+      :format(n, name, type(fn)), 3)
+  end
+end
+
+--- Runs `fn(...)` as a new task of the current scheduler.
+---@param fn async fun(...): ...
+---@return synchro.Task
+function aio.spawn(fn, ...)
+  check_function(fn, 1, "spawn")
+  return sched.task("spawn").sched:spawn(fn, ...)
+end
+
+--- Runs `fn(...)` so that a cancellation of the current task does not
+--- interrupt it: for cleanup that must itself wait.
+---@param fn async fun(...): ...
+function aio.shield(fn, ...)
+  check_function(fn, 1, "shield")
+  return sched.shield(fn, ...)
+end
+
+--- Waits for a task or a future; returns its results or raises its error.
+---@param x synchro.Task|synchro.Future
+function aio.await(x)
+  if getmetatable(x) == sched.Task then return x:join() end
+  if type(x) == "userdata" and x.key then return sched.await_future(x) end
+  error("bad argument #1 to 'await' (task or future expected, got " ..
+    type(x) .. ")", 2)
+end
+
+--- Turns gather/race arguments into tasks: functions run as new tasks,
+--- tasks stay, futures are awaited by a new task.
+local function to_tasks(name, ...)
+  local me = sched.task(name)
+  local tasks = {}
+  for i = 1, select("#", ...) do
+    local x = select(i, ...)
+    if type(x) == "function" then
+      tasks[i] = me.sched:spawn(x)
+    elseif getmetatable(x) == sched.Task then
+      tasks[i] = x
+    elseif type(x) == "userdata" and x.key then
+      tasks[i] = me.sched:spawn(sched.await_future, x)
+    else
+      error(("bad argument #%d to '%s' (function, task or future " ..
+        "expected, got %s)"):format(i, name, type(x)), 3)
+    end
+  end
+  return tasks
+end
+aio.to_tasks = to_tasks
+
+--- Runs everything concurrently and returns the first result of each, in
+--- order. The first error cancels the others, waits for their cleanup and
+--- is raised.
+---@param ... (async fun(): any)|synchro.Task|synchro.Future
+---@return ...
+function aio.gather(...)
+  return sched.gather_tasks(to_tasks("gather", ...), {})
+end
+
+--- Runs everything concurrently; the first to finish wins: its results are
+--- returned (or its error raised) once the others are cancelled.
+---@param ... (async fun(): any)|synchro.Task|synchro.Future
+---@return ...
+function aio.race(...)
+  return sched.race_tasks(to_tasks("race", ...))
+end
+
+--- Runs `fn(...)` in a child task with a time limit; on expiry the child is
+--- cancelled, its cleanup finishes, and the result is
+--- `nil, "ETIMEDOUT: ...", "ETIMEDOUT"`.
+---@param seconds number
+---@param fn async fun(...): ...
+function aio.timeout(seconds, fn, ...)
+  if type(seconds) ~= "number" then
+    error("bad argument #1 to 'timeout' (number expected, got " ..
+      type(seconds) .. ")", 2)
+  end
+  check_function(fn, 2, "timeout")
+  return sched.timeout(seconds, fn, ...)
+end
+
+--- The running task, or nil outside async code.
+---@return synchro.Task|nil
+function aio.current()
+  if sched.in_task() then return sched.current end
+  return nil
+end
+
+--- True when err is the cancellation error.
+function aio.is_cancelled(err)
+  return err == sched.Cancelled
+end
+
+return aio

@@ -1,0 +1,325 @@
+--- synchro: call async Lua code (coroutines on a libuv loop thread) from
+--- ordinary blocking code, from other async code, or through futures.
+local core = require "synchro.core"
+local sched = require "synchro.sched"
+local aio = require "synchro.aio"
+
+local synchro = {
+  _VERSION = "0.1.0",
+  aio = aio,
+  Cancelled = sched.Cancelled,
+}
+
+local core_call, core_submit = core.call, core.submit
+local in_task = sched.in_task
+
+---@class synchro.Synchronizer
+---@field name string
+local Synchronizer = {}
+Synchronizer.__index = Synchronizer
+
+---@class synchro.Future
+---@field result fun(self: synchro.Future, timeout?: number): ...
+---@field wait fun(self: synchro.Future, timeout?: number): boolean
+---@field done fun(self: synchro.Future): boolean
+---@field cancel fun(self: synchro.Future): boolean
+local Future = core.Future
+
+---@class synchro.Wrapped
+---@field aio async fun(...): ...
+---@field future fun(...): synchro.Future
+local Wrapped = {}
+Wrapped.__index = Wrapped
+
+local function argerror(n, fname, msg, level)
+  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg),
+    (level or 2) + 1)
+end
+
+--- Creates a Synchronizer: one loop thread (started on first call) with
+--- its own Lua VM.
+---@param opts? {name?: string, grace?: number}
+---@return synchro.Synchronizer
+function synchro.new(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    argerror(1, "new", "table expected, got " .. type(opts))
+  end
+  opts = opts or {}
+  if opts.name ~= nil and type(opts.name) ~= "string" then
+    argerror(1, "new", "'name' must be a string")
+  end
+  if opts.grace ~= nil and type(opts.grace) ~= "number" then
+    argerror(1, "new", "'grace' must be a number")
+  end
+  local S = setmetatable({
+    name = opts.name or "synchro",
+    grace = opts.grace or 5,
+    _ud = core.new(opts.name or "synchro", package.path, package.cpath),
+  }, Synchronizer)
+  return S
+end
+
+local default
+--- The shared Synchronizer of this Lua state, created on first use.
+---@return synchro.Synchronizer
+function synchro.default()
+  if default == nil or core.state(default._ud) == "closed" then
+    default = synchro.new({ name = "default" })
+  end
+  return default
+end
+
+local function check_self(S, fname)
+  if getmetatable(S) ~= Synchronizer then
+    error(("bad self to '%s' (Synchronizer expected; use S:%s)")
+      :format(fname, fname), 3)
+  end
+end
+
+--- Submits a call and awaits it from the current task.
+local function await_call(ud, id, ...)
+  return sched.await_future(core_submit(ud, id, ...))
+end
+
+local function can_await()
+  local task = sched.current
+  return task ~= nil and in_task() and task.sched.backend.notifier ~= nil
+end
+
+function Wrapped.__call(self, ...)
+  if sched.current ~= nil and can_await() then
+    return await_call(self._ud, self._id, ...)
+  end
+  return core_call(self._ud, self._id, self._timeout, ...)
+end
+
+function Wrapped.__tostring(self)
+  return ("synchro.Wrapped(%s#%d)"):format(self._name, self._id)
+end
+
+-- How a wrapped function crosses into its own loop (as an upvalue of
+-- another wrapped function): by identity, called in place there.
+function Wrapped.__synchro(self)
+  return "synchro.fn", core.identity(self._ud) .. "#" .. self._id
+end
+
+--- Wraps an async function: `f(...)` blocks until it returns (or awaits,
+--- inside async code), `f.aio(...)` awaits, `f.future(...)` returns a
+--- Future. The function's code and upvalues are copied to the loop VM now.
+---@param fn async fun(...): ...
+---@param opts? {timeout?: number, name?: string}
+---@return synchro.Wrapped
+function Synchronizer:wrap(fn, opts)
+  check_self(self, "wrap")
+  if type(fn) ~= "function" then
+    argerror(1, "wrap", "function expected, got " .. type(fn))
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    argerror(2, "wrap", "table expected, got " .. type(opts))
+  end
+  opts = opts or {}
+  if opts.timeout ~= nil and
+    (type(opts.timeout) ~= "number" or opts.timeout < 0) then
+    argerror(2, "wrap", "'timeout' must be a non-negative number")
+  end
+  local ud = self._ud
+  local id = core.define(ud, fn)
+  local name = opts.name
+  if name == nil then
+    local info = debug.getinfo(fn, "S")
+    name = ("function <%s:%d>"):format(info.short_src, info.linedefined)
+  end
+  local w = setmetatable({ _ud = ud, _id = id, _timeout = opts.timeout,
+    _name = name, synchronizer = self }, Wrapped)
+  w.aio = function(...)
+    if not can_await() then
+      error("'.aio' must be called from async code (inside synchro.run " ..
+        "or a task); call the function plainly to block", 2)
+    end
+    return await_call(ud, id, ...)
+  end
+  w.future = function(...) return core_submit(ud, id, ...) end
+  return w
+end
+
+--- Closes the Synchronizer: cancels its tasks, lets their cleanup run for
+--- up to `grace` seconds, then stops its thread. Idempotent.
+---@param grace? number
+function Synchronizer:close(grace)
+  check_self(self, "close")
+  if grace ~= nil and type(grace) ~= "number" then
+    argerror(1, "close", "number expected, got " .. type(grace))
+  end
+  core.close(self._ud, grace or self.grace)
+end
+Synchronizer.__close = function(self) self:close() end
+
+--- A reference to this Synchronizer that another Lua state (on another
+--- OS thread) turns back into a Synchronizer with synchro.import. Import
+--- each exported reference exactly once.
+---@return lightuserdata
+function Synchronizer:export()
+  check_self(self, "export")
+  return core.export(self._ud)
+end
+
+--- The Synchronizer behind a reference from S:export(). Collecting the
+--- imported object does not close the Synchronizer; close() does.
+---@param ref lightuserdata
+---@return synchro.Synchronizer
+function synchro.import(ref)
+  if type(ref) ~= "userdata" then
+    argerror(1, "import", "reference from S:export() expected, got " ..
+      type(ref))
+  end
+  return setmetatable({ name = "imported", grace = 5,
+    _ud = core.import(ref) }, Synchronizer)
+end
+
+--- "new", "running", "closing" or "closed".
+---@return string
+function Synchronizer:state()
+  check_self(self, "state")
+  return core.state(self._ud)
+end
+
+function Synchronizer.__tostring(self)
+  return ("synchro.Synchronizer(%s, %s)"):format(self.name,
+    core.state(self._ud))
+end
+
+-- Futures ---------------------------------------------------------------
+
+--- Waits for the result: returns the call's results or raises its error.
+--- With a timeout, returns `nil, "ETIMEDOUT: ...", "ETIMEDOUT"` if the call
+--- is still running then (the call goes on; cancel() stops it). Inside
+--- async code it awaits instead of blocking.
+function Future:result(timeout)
+  if timeout ~= nil and type(timeout) ~= "number" then
+    argerror(1, "result", "number expected, got " .. type(timeout))
+  end
+  if sched.current ~= nil and can_await() then
+    return sched.await_future(self)
+  end
+  if not self:wait(timeout) then
+    return nil, ("ETIMEDOUT: future not done after %g s"):format(timeout),
+      "ETIMEDOUT"
+  end
+  return self:outcome()
+end
+
+-- synchro.run: a scheduler on the calling thread --------------------------
+
+-- Timers for synchro.run, kept in a list sorted by deadline.
+local function new_timers()
+  local list = {}
+  local timers = {}
+  local Timer = {}
+  Timer.__index = Timer
+  function Timer:start(seconds)
+    self:stop()
+    self.deadline = core.now() + math.max(seconds, 0)
+    local i = #list
+    while i > 0 and list[i].deadline > self.deadline do i = i - 1 end
+    table.insert(list, i + 1, self)
+  end
+  function Timer:stop()
+    for i = 1, #list do
+      if list[i] == self then table.remove(list, i) return end
+    end
+  end
+  Timer.close = Timer.stop
+  function timers.new(fn) return setmetatable({ fn = fn }, Timer) end
+  function timers.next_timeout()
+    if list[1] == nil then return nil end
+    return math.max(list[1].deadline - core.now(), 0)
+  end
+  function timers.fire()
+    local now = core.now()
+    while list[1] and list[1].deadline <= now do
+      local t = table.remove(list, 1)
+      t.fn()
+    end
+  end
+  function timers.empty() return list[1] == nil end
+  return timers
+end
+
+local function run_loop(s, main_task, backend, timers)
+  local interrupted = false
+  while s.nlive > 0 do
+    s:run_ready()
+    if s.nlive == 0 then break end
+    local timeout = timers.next_timeout()
+    if timeout == nil and next(backend.waiting) == nil then
+      error("synchro.run: every task is waiting and nothing can wake " ..
+        "them (deadlock)", 0)
+    end
+    local why = backend.notifier:wait(timeout)
+    if why == "interrupted" and not interrupted then
+      interrupted = true
+      -- Ctrl-C: cancel everything, let cleanup run, then re-raise.
+      for task in pairs(s.live) do s:cancel(task) end
+    end
+    local keys = backend.notifier:take()
+    for i = 1, #keys do
+      local list = backend.waiting[keys[i]]
+      backend.waiting[keys[i]] = nil
+      if list then
+        for j = 1, #list do list[j]() end
+      end
+    end
+    timers.fire()
+  end
+  if interrupted then error("interrupted!", 0) end
+  if not main_task.ok then error(main_task.err, 0) end
+  local r = main_task.result
+  return (table.unpack or unpack)(r, 1, r.n)
+end
+
+--- Runs `main(...)` as a task of a scheduler on the calling thread and
+--- returns its results: `.aio` calls, `synchro.gather`, `synchro.race`,
+--- `synchro.spawn` and `synchro.aio.sleep` work inside it. Returns once
+--- main and every task it spawned have finished.
+---@param main async fun(...): ...
+---@return ...
+function synchro.run(main, ...)
+  if type(main) ~= "function" then
+    argerror(1, "run", "function expected, got " .. type(main))
+  end
+  if sched.current ~= nil then
+    error("synchro.run cannot be nested inside async code; await instead",
+      2)
+  end
+  local timers = new_timers()
+  local backend = { notifier = core.notifier(), waiting = {},
+    timer = timers.new, now = core.now }
+  local s = sched.new(backend)
+  local main_task = s:spawn(main, ...)
+  return run_loop(s, main_task, backend, timers)
+end
+
+--- Like aio.gather, inside synchro.run.
+synchro.gather = aio.gather
+--- Like aio.race, inside synchro.run.
+synchro.race = aio.race
+--- Like aio.spawn, inside synchro.run.
+synchro.spawn = aio.spawn
+
+--- The remote traceback of a table error that came back from a call.
+---@param err table
+---@return string|nil
+function synchro.traceback(err)
+  if type(err) ~= "table" then return nil end
+  return core.traceback(err)
+end
+
+--- True when err is a cancellation (of a task or of a call).
+---@param err any
+---@return boolean
+function synchro.is_cancelled(err)
+  return err == sched.Cancelled or
+    (type(err) == "string" and err:find("ECANCELED", 1, true) ~= nil)
+end
+
+return synchro

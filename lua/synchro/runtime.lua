@@ -1,0 +1,141 @@
+--- The loop VM's runtime: the C side hands it the mailbox's messages
+--- (define, call, cancel, close) and it runs each call as a task of the
+--- loop's scheduler, replying through core.reply.
+local core = require "synchro.core"
+local sched = require "synchro.sched"
+
+local R = {}
+local unpack = table.unpack or unpack
+
+local loop = sched.new({ timer = core.timer, now = core.now })
+R.sched = loop
+sched.loop = loop
+
+-- Lua 5.1: let tasks yield through pcall and xpcall.
+pcall, xpcall = sched.yieldable_pcalls()
+
+local fns = {}         -- function id -> function, or an error message
+local calls = {}       -- call key -> task
+local closing = false
+local SHORT_FRAMES = 6
+
+--- The remote frames of a failed task, marked as coming from the loop.
+local function format_traceback(tb)
+  if tb == nil then return "" end
+  local full_traceback = os.getenv("SYNCHRO_TRACEBACK") == "full"
+  local lines = {}
+  for line in tb:gmatch("[^\n]+") do
+    if line ~= "stack traceback:" then
+      local internal = line:find("synchro/sched.lua", 1, true) or
+        line:find("synchro/runtime.lua", 1, true) or
+        line:find("^%s*%[C%]: in %?$")
+      if full_traceback or not internal then lines[#lines + 1] = line end
+    end
+  end
+  if not full_traceback and #lines > SHORT_FRAMES then
+    local n = #lines
+    for i = n, SHORT_FRAMES + 1, -1 do lines[i] = nil end
+    lines[#lines + 1] = ("\t(%d more; SYNCHRO_TRACEBACK=full shows all)")
+      :format(n - SHORT_FRAMES)
+  end
+  return "[loop thread] stack traceback:\n" .. table.concat(lines, "\n")
+end
+
+local function reply(task)
+  local key = task.call_key
+  calls[key] = nil
+  if task.ok then
+    local r = task.result
+    core.reply(key, true, unpack(r, 1, r.n))
+  elseif task.err == sched.Cancelled and task.cancelled then
+    core.reply(key, "cancelled")
+  else
+    core.reply(key, false, task.err, format_traceback(task.traceback))
+  end
+end
+
+function R.define(id, fn, err)
+  fns[id] = fn or tostring(err)
+end
+
+function R.call(key, id, ...)
+  local fn = fns[id]
+  if type(fn) ~= "function" then
+    core.reply(key, false, fn or ("no function with id " .. tostring(id)), "")
+    return
+  end
+  local task = loop:spawn(fn, ...)
+  task.call_key = key
+  task.on_done = reply
+  calls[key] = task
+  loop:run_ready()
+end
+
+function R.cancel(key)
+  local task = calls[key]
+  if task then loop:cancel(task) end
+end
+
+function R.close()
+  if closing then return end
+  closing = true
+  local tasks = {}
+  for task in pairs(loop.live) do tasks[#tasks + 1] = task end
+  for i = 1, #tasks do loop:cancel(tasks[i]) end
+  if loop.nlive == 0 then
+    core.stop()
+  else
+    loop.on_empty = core.stop
+  end
+end
+
+function R.shutdown()
+  for key in pairs(calls) do
+    calls[key] = nil
+    core.reply(key, "closed")
+  end
+end
+
+-- A function wrapped by this loop's synchronizer, met in a wrapped
+-- function's upvalues: calls it in place, in the calling task.
+local LoopWrapped = {}
+LoopWrapped.__index = LoopWrapped
+
+local function resolve(id)
+  local fn = fns[id]
+  if type(fn) ~= "function" then
+    error(fn or ("no function with id " .. tostring(id)), 3)
+  end
+  return fn
+end
+
+function LoopWrapped.__call(self, ...)
+  return resolve(self.id)(...)
+end
+
+local function loop_wrapped(id)
+  local w = setmetatable({ id = id }, LoopWrapped)
+  w.aio = function(...) return resolve(id)(...) end
+  w.future = function(...) return loop:spawn(resolve(id), ...) end
+  return w
+end
+
+R.ext = {
+  ["synchro.fn"] = function(payload)
+    local identity, id = payload:match("^(.-)#(%d+)$")
+    if identity ~= core.loop_identity() then
+      error("a function wrapped by another synchronizer cannot be " ..
+        "sent to this one's loop", 0)
+    end
+    return loop_wrapped(tonumber(id))
+  end,
+}
+
+do
+  local registry = debug.getregistry()
+  local ext = registry["synchro.ext"] or {}
+  registry["synchro.ext"] = ext
+  for name, decode in pairs(R.ext) do ext[name] = decode end
+end
+
+return R

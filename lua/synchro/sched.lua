@@ -1,0 +1,485 @@
+--- The task scheduler shared by the loop VM (synchro.runtime) and by
+--- synchro.run on a calling thread. Tasks are coroutines; a task waits by
+--- yielding SUSPEND and is resumed by wake(). Cancellation is level
+--- triggered: once a task is cancelled, every wait outside a shield raises
+--- the cancellation error again.
+local M = {}
+
+local co_create, co_resume, co_yield, co_running, co_status =
+  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running,
+  coroutine.status
+local co_close = coroutine.close -- 5.4 only
+local unpack = table.unpack or unpack
+local traceback = debug.traceback
+
+local SUSPEND, DONE, WAKE, CANCEL = {}, {}, {}, {}
+local POOL_MAX = 64
+
+--- The error raised at a cancelled task's wait points.
+M.Cancelled = setmetatable({}, {
+  __tostring = function() return "ECANCELED: task cancelled" end,
+})
+
+local function pack(...) return { n = select("#", ...), ... } end
+M.pack = pack
+
+--- The running task, or nil.
+M.current = nil
+--- Coroutines that run on behalf of a task (5.1's yield-safe pcall).
+M.children = setmetatable({}, { __mode = "k" })
+
+local Task = {}
+Task.__index = Task
+M.Task = Task
+
+local Sched = {}
+Sched.__index = Sched
+
+--- new(backend): backend.timer(fn) returns an object with start(seconds),
+--- stop() and close(); backend.now() gives monotonic seconds.
+function M.new(backend)
+  return setmetatable({
+    backend = backend,
+    ready = {}, head = 1, tail = 0,
+    pool = {},
+    live = {}, nlive = 0,
+    running = false,
+  }, Sched)
+end
+
+local function worker(task)
+  while true do
+    local args = task.args
+    task = co_yield(DONE, pack(task.fn(unpack(args, 1, args.n))))
+  end
+end
+
+function Sched:push(task, sig, value)
+  local tail = self.tail + 1
+  self.tail = tail
+  self.ready[tail] = task
+  task.state = "ready"
+  task.sig, task.value = sig, value
+end
+
+--- Creates a task running fn(...); it starts at the next run_ready().
+function Sched:spawn(fn, ...)
+  local task = setmetatable({
+    sched = self, fn = fn, args = pack(...),
+    cancelled = false, shield = 0, token = 0,
+  }, Task)
+  self.live[task] = true
+  self.nlive = self.nlive + 1
+  self:push(task, task, nil)
+  return task
+end
+
+function Sched:finish(task, ok, value)
+  task.state = "done"
+  task.ok = ok
+  if ok then task.result = value else task.err = value end
+  self.live[task] = nil
+  self.nlive = self.nlive - 1
+  local joiners = task.joiners
+  task.joiners = nil
+  if task.on_done then task.on_done(task) end
+  if joiners then
+    for i = 1, #joiners do joiners[i](task) end
+  end
+  if self.nlive == 0 and self.on_empty then self.on_empty() end
+end
+
+function Sched:step(task)
+  local co = task.co
+  local sig, value = task.sig, task.value
+  task.sig, task.value = nil, nil
+  if co == nil then -- first run: take a pooled coroutine
+    local pool = self.pool
+    local n = #pool
+    if n > 0 then
+      co = pool[n]
+      pool[n] = nil
+    else
+      co = co_create(worker)
+    end
+    task.co = co
+    sig = task
+  end
+  local prev = M.current
+  M.current = task
+  task.state = "running"
+  local ok, a, b = co_resume(co, sig, value)
+  M.current = prev
+  if not ok then
+    task.traceback = traceback(co)
+    task.co = nil
+    if co_close then co_close(co) end -- runs pending to-be-closed variables
+    self:finish(task, false, a)
+  elseif a == DONE then
+    task.co = nil
+    local pool = self.pool
+    if #pool < POOL_MAX then pool[#pool + 1] = co end
+    self:finish(task, true, b)
+  elseif a == SUSPEND then
+    task.state = "waiting"
+  else
+    -- A bare coroutine.yield() inside a task just lets others run.
+    self:push(task, WAKE, nil)
+  end
+end
+
+--- Runs ready tasks until none is left.
+function Sched:run_ready()
+  if self.running then return end
+  self.running = true
+  local ready = self.ready
+  while self.head <= self.tail do
+    local head = self.head
+    local task = ready[head]
+    ready[head] = nil
+    self.head = head + 1
+    local ok, err = pcall(self.step, self, task)
+    if not ok then
+      self.running = false
+      error(err, 0)
+    end
+  end
+  self.head, self.tail = 1, 0
+  self.running = false
+end
+
+--- Wakes task if it still waits for the wait identified by token.
+function Sched:wake(task, token, value)
+  if task.state ~= "waiting" or task.token ~= token then return false end
+  self:push(task, WAKE, value)
+  self:run_ready()
+  return true
+end
+
+--- Cancels task: it gets M.Cancelled at its current (or next) wait.
+--- Returns false if it had already finished.
+function Sched:cancel(task)
+  if task.state == "done" then return false end
+  task.cancelled = true
+  if task.state == "waiting" and task.shield == 0 then
+    local on_cancel = task.on_cancel
+    task.on_cancel = nil
+    -- An on_cancel that returns true keeps the task waiting until its
+    -- operation has really ended (a remote call's cleanup, say).
+    if not (on_cancel and on_cancel()) then
+      self:push(task, CANCEL, nil)
+      self:run_ready()
+    end
+  end
+  return true
+end
+
+--- The current task, or an error naming the function that needs one.
+function M.task(what)
+  local task = M.current
+  if task == nil then
+    error((what or "this function") ..
+      " must be called from async code (a task of a synchro scheduler)", 3)
+  end
+  local co = co_running()
+  if co ~= task.co and M.children[co] ~= task then
+    error((what or "this function") ..
+      " called from a coroutine that is not a task", 3)
+  end
+  return task
+end
+
+--- Starts a wait of the current task: returns the task and a token for
+--- wake(). Raises at once if the task is cancelled (level triggered).
+function M.prepare(what)
+  local task = M.task(what)
+  if task.cancelled and task.shield == 0 then error(M.Cancelled, 0) end
+  local token = task.token + 1
+  task.token = token
+  return task, token
+end
+
+--- Suspends the current task until wake(task, token, value); returns value.
+--- on_cancel() runs if the task is cancelled meanwhile.
+function M.suspend(task, on_cancel)
+  task.on_cancel = on_cancel
+  local sig, value = co_yield(SUSPEND)
+  task.on_cancel = nil
+  task.token = task.token + 1
+  if sig == CANCEL or (task.cancelled and task.shield == 0) then
+    error(M.Cancelled, 0)
+  end
+  return value
+end
+
+--- True when the running code is a task of some synchro scheduler.
+function M.in_task()
+  local task = M.current
+  if task == nil then return false end
+  local co = co_running()
+  return co == task.co or M.children[co] == task
+end
+
+-- Task handles ------------------------------------------------------------
+
+function Task:done() return self.state == "done" end
+
+local function outcome(task)
+  if task.ok then
+    local r = task.result
+    return unpack(r, 1, r.n)
+  end
+  error(task.err, 0)
+end
+
+--- Waits for the task (from another task) and returns its results or
+--- raises its error.
+function Task:join()
+  if self.state ~= "done" then
+    local me, token = M.prepare("join")
+    if me == self then error("a task cannot join itself", 2) end
+    local joiners = self.joiners or {}
+    self.joiners = joiners
+    joiners[#joiners + 1] = function() me.sched:wake(me, token) end
+    M.suspend(me)
+  end
+  return outcome(self)
+end
+Task.result = Task.join
+
+function Task:cancel() return self.sched:cancel(self) end
+
+--- Waits for task to end without raising its error (for cleanup waits).
+local function settle(task)
+  while task.state ~= "done" do
+    local me, token = M.prepare("join")
+    local joiners = task.joiners or {}
+    task.joiners = joiners
+    joiners[#joiners + 1] = function() me.sched:wake(me, token) end
+    M.suspend(me)
+  end
+end
+
+-- Structured helpers ------------------------------------------------------
+
+-- Set at the end of this file: pcall that a task may yield through.
+local ypcall
+
+--- Runs fn(...) with cancellation held off; returns its results.
+function M.shield(fn, ...)
+  local task = M.task("shield")
+  task.shield = task.shield + 1
+  local r = pack(ypcall(fn, ...))
+  task.shield = task.shield - 1
+  if not r[1] then error(r[2], 0) end
+  return unpack(r, 2, r.n)
+end
+
+local function cancel_and_settle(tasks)
+  for i = 1, #tasks do tasks[i].sched:cancel(tasks[i]) end
+  M.shield(function()
+    for i = 1, #tasks do settle(tasks[i]) end
+  end)
+end
+
+--- gather and race take functions (run as new tasks), tasks, or anything
+--- to_task() turns into a task (futures).
+function M.gather_tasks(tasks, opts)
+  local me = M.task("gather")
+  local n = #tasks
+  local left = n
+  local failed
+  local token
+  for i = 1, n do
+    local t = tasks[i]
+    if t.state ~= "done" then
+      local joiners = t.joiners or {}
+      t.joiners = joiners
+      joiners[#joiners + 1] = function(done)
+        left = left - 1
+        if not done.ok and not failed then failed = done end
+        if token and (left == 0 or failed) then me.sched:wake(me, token) end
+      end
+    else
+      left = left - 1
+      if not t.ok and not failed then failed = t end
+    end
+  end
+  local ok, err = ypcall(function()
+    while left > 0 and not (failed and not opts.return_errors) do
+      local _
+      _, token = M.prepare("gather")
+      M.suspend(me)
+      token = nil
+    end
+  end)
+  if not ok or (failed and not opts.return_errors) then
+    cancel_and_settle(tasks)
+    if not ok then error(err, 0) end
+    error(failed.err, 0)
+  end
+  local out = {}
+  for i = 1, n do
+    local t = tasks[i]
+    if t.ok then
+      out[i] = t.result[1]
+    else
+      out[i] = t.err
+    end
+  end
+  return unpack(out, 1, n)
+end
+
+function M.race_tasks(tasks)
+  local me = M.task("race")
+  local winner
+  local token
+  for i = 1, #tasks do
+    local t = tasks[i]
+    if t.state == "done" then
+      winner = winner or t
+    else
+      local joiners = t.joiners or {}
+      t.joiners = joiners
+      joiners[#joiners + 1] = function(done)
+        if not winner then
+          winner = done
+          if token then me.sched:wake(me, token) end
+        end
+      end
+    end
+  end
+  local ok, err = ypcall(function()
+    while not winner do
+      local _
+      _, token = M.prepare("race")
+      M.suspend(me)
+      token = nil
+    end
+  end)
+  local others = {}
+  for i = 1, #tasks do
+    if tasks[i] ~= winner then others[#others + 1] = tasks[i] end
+  end
+  cancel_and_settle(others)
+  if not ok then error(err, 0) end
+  return outcome(winner)
+end
+
+--- Sleeps seconds in the current task.
+function M.sleep(seconds)
+  local task, token = M.prepare("sleep")
+  local sched = task.sched
+  local timer = sched.backend.timer(function() sched:wake(task, token) end)
+  timer:start(seconds)
+  local ok, err = ypcall(M.suspend, task)
+  timer:close()
+  if not ok then error(err, 0) end
+end
+
+--- Runs fn(...) in a child task; after seconds, cancels it, waits for its
+--- cleanup and returns nil, "ETIMEDOUT: ...", "ETIMEDOUT".
+function M.timeout(seconds, fn, ...)
+  local me = M.task("timeout")
+  local child = me.sched:spawn(fn, ...)
+  local expired = false
+  local token
+  local timer = me.sched.backend.timer(function()
+    expired = true
+    if token then me.sched:wake(me, token) end
+  end)
+  timer:start(seconds)
+  child.joiners = { function()
+    if token then me.sched:wake(me, token) end
+  end }
+  local ok, err = ypcall(function()
+    while child.state ~= "done" and not expired do
+      local _
+      _, token = M.prepare("timeout")
+      M.suspend(me)
+      token = nil
+    end
+  end)
+  timer:close()
+  if not ok or child.state ~= "done" then
+    cancel_and_settle({ child })
+    if not ok then error(err, 0) end
+    if not child.ok and child.err ~= M.Cancelled then error(child.err, 0) end
+    if not child.ok or expired then
+      return nil, ("ETIMEDOUT: timed out after %g s"):format(seconds),
+        "ETIMEDOUT"
+    end
+  end
+  return outcome(child)
+end
+
+--- Awaits a future (a call into a synchronizer) from a task. Cancelling the
+--- task cancels the call and still waits for its cleanup to finish.
+function M.await_future(fut)
+  if not fut:done() then
+    local task, token = M.prepare("await")
+    local backend = task.sched.backend
+    if not backend.notifier then
+      error("this scheduler cannot await futures of another synchronizer", 2)
+    end
+    local key = fut:key()
+    local waiting = backend.waiting
+    local list = waiting[key]
+    if list == nil then
+      list = { future = fut }
+      waiting[key] = list
+      if not fut:listen(backend.notifier) then
+        waiting[key] = nil
+        error("this future is already awaited by another scheduler", 2)
+      end
+    end
+    list[#list + 1] = function() task.sched:wake(task, token) end
+    M.suspend(task, function() fut:cancel(); return true end)
+  end
+  return fut:outcome()
+end
+
+-- 5.1: pcall and xpcall that a task may yield through ----------------------
+
+local function yield_across_pcall_works()
+  local co = co_create(function() return pcall(co_yield, 1) end)
+  local ok, v = co_resume(co)
+  return ok and v == 1 and co_status(co) == "suspended"
+end
+
+--- Yield-safe pcall/xpcall for Lua 5.1 (coxpcall semantics): the
+--- protected function runs in a child coroutine whose yields are passed
+--- through to the task.
+function M.yieldable_pcalls()
+  if yield_across_pcall_works() then return pcall, xpcall end
+  local function finish(co, handler, ok, ...)
+    if not ok then
+      local err = ...
+      return false, handler and handler(err) or err
+    end
+    if co_status(co) == "dead" then return true, ... end
+    return finish(co, handler, co_resume(co, co_yield(...)))
+  end
+  local function ypcall_impl(handler, fn, ...)
+    local co = co_create(fn)
+    M.children[co] = M.current
+    return finish(co, handler, co_resume(co, ...))
+  end
+  local function ypcall(fn, ...)
+    if M.current == nil then return pcall(fn, ...) end
+    return ypcall_impl(nil, fn, ...)
+  end
+  local function yxpcall(fn, handler, ...)
+    if M.current == nil then
+      local args = pack(...)
+      return xpcall(function() return fn(unpack(args, 1, args.n)) end,
+        handler)
+    end
+    return ypcall_impl(handler, fn, ...)
+  end
+  return ypcall, yxpcall
+end
+
+ypcall = M.yieldable_pcalls()
+
+return M

@@ -1,0 +1,95 @@
+-- Helpers shared by the specs: temp files, child Lua processes, waiting.
+local core = require "synchro.core"
+
+local util = {}
+
+util.lua51 = _VERSION == "Lua 5.1"
+util.puc51 = util.lua51 and not rawget(_G, "jit")
+util.lua54 = _VERSION == "Lua 5.4"
+util.integers = math.type ~= nil
+
+function util.now() return core.now() end
+
+function util.tmpname()
+  local name = os.tmpname()
+  os.remove(name)
+  return name
+end
+
+function util.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+function util.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+function util.sleep(seconds)
+  os.execute(("sleep %.3f"):format(seconds))
+end
+
+--- Polls pred() every 20 ms for up to timeout seconds.
+function util.wait_for(pred, timeout)
+  local deadline = util.now() + (timeout or 10)
+  while util.now() < deadline do
+    if pred() then return true end
+    util.sleep(0.02)
+  end
+  return pred() and true or false
+end
+
+--- The interpreter running this process.
+function util.interpreter()
+  local p = io.popen("readlink /proc/" .. util.pid() .. "/exe")
+  local exe = p:read("*l")
+  p:close()
+  return exe
+end
+
+function util.pid()
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = f:read("*l"):match("^(%d+)")
+  f:close()
+  return pid
+end
+
+--- Starts `interp script` in the background; returns a handle with the
+--- files where its stdout, stderr and exit code go.
+function util.spawn_lua(source, interp)
+  local dir = util.tmpname()
+  os.execute("mkdir -p " .. dir)
+  local script = dir .. "/main.lua"
+  util.write(script, source)
+  local h = { dir = dir, out = dir .. "/out", err = dir .. "/err",
+    code = dir .. "/code", pidfile = dir .. "/pid" }
+  os.execute(("(%s %s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s) &")
+    :format(interp or util.interpreter(), script, h.out, h.err, h.pidfile,
+      h.code))
+  util.wait_for(function() return util.read(h.pidfile) end, 5)
+  h.pid = (util.read(h.pidfile) or ""):match("%d+")
+  return h
+end
+
+function util.kill(h, sig)
+  os.execute(("kill -%s %s 2>/dev/null"):format(sig, h.pid))
+end
+
+--- Waits for the child to exit; returns its exit code (nil on timeout).
+function util.wait_exit(h, timeout)
+  util.wait_for(function() return util.read(h.code) end, timeout)
+  local code = util.read(h.code)
+  return code and tonumber(code:match("%d+"))
+end
+
+function util.cleanup(h)
+  if h.pid and not util.read(h.code) then util.kill(h, "KILL") end
+  os.execute("rm -rf " .. h.dir)
+end
+
+return util

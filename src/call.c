@@ -1,0 +1,131 @@
+/* Calls and notifiers. A call is shared by the thread that made it and the
+ * loop that runs it; it lives until both have let go. */
+#include <stdlib.h>
+
+#include "internal.h"
+
+/* listener states besides a real notifier pointer */
+#define LISTENER_DONE ((synchro_notifier_t *)(uintptr_t)1)
+
+synchro_call_t *synchro__call_new(synchro_t *S, int64_t fn_id) {
+  synchro_call_t *call = calloc(1, sizeof(*call));
+  if (call == NULL)
+    return NULL;
+  call->msg.kind = SYNCHRO_MSG_CALL;
+  call->refs = 1;
+  call->fn_id = fn_id;
+  call->S = S;
+  synchro__ref(S);
+  return call;
+}
+
+void synchro__call_ref(synchro_call_t *call) { synchro__incr(&call->refs); }
+
+void synchro__call_unref(synchro_call_t *call) {
+  synchro_notifier_t *n;
+  if (call == NULL || synchro__decr(&call->refs) != 0)
+    return;
+  n = call->listener;
+  if (n != NULL && n != LISTENER_DONE)
+    synchro__notifier_unref(n);
+  synchro__buf_free(&call->args);
+  synchro__buf_free(&call->reply);
+  synchro__unref(call->S);
+  free(call);
+}
+
+static void notify(synchro_notifier_t *n, synchro_call_t *call) {
+  synchro_call_t *head = synchro__load_relaxed(&n->completed);
+  synchro__call_ref(call); /* dropped by whoever takes it */
+  do {
+    call->done_next = head;
+  } while (!__atomic_compare_exchange_n(&n->completed, &head, call, 1,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+  if (n->async != NULL)
+    uv_async_send(n->async);
+  else
+    synchro__event_set(&n->ready);
+}
+
+void synchro__call_complete(synchro_call_t *call, int status) {
+  synchro_notifier_t *n;
+  call->status = status;
+  synchro__call_ref(call); /* a waiter may drop the last other ref */
+  synchro__event_set(&call->done);
+  n = synchro__xchg(&call->listener, LISTENER_DONE);
+  if (n != NULL && n != LISTENER_DONE) {
+    notify(n, call);
+    synchro__notifier_unref(n);
+  }
+  synchro__call_unref(call);
+}
+
+int synchro__call_listen(synchro_call_t *call, synchro_notifier_t *n) {
+  synchro_notifier_t *expected = NULL;
+  synchro__notifier_ref(n);
+  if (synchro__cas(&call->listener, &expected, n))
+    return 0;
+  synchro__notifier_unref(n);
+  if (expected == LISTENER_DONE) {
+    notify(n, call);
+    return 0;
+  }
+  return SYNCHRO_EINVAL;
+}
+
+int synchro__call_cancel(synchro_call_t *call) {
+  synchro_cancel_t *msg;
+  int err;
+  if (synchro__event_is_set(&call->done))
+    return 0;
+  if (synchro__xchg(&call->cancel_sent, 1))
+    return 0;
+  msg = calloc(1, sizeof(*msg));
+  if (msg == NULL)
+    return SYNCHRO_ENOMEM;
+  msg->msg.kind = SYNCHRO_MSG_CANCEL;
+  msg->call = call;
+  synchro__call_ref(call);
+  err = synchro__send(call->S, &msg->msg);
+  if (err != 0) {
+    synchro__call_unref(call);
+    free(msg);
+  }
+  return err;
+}
+
+synchro_notifier_t *synchro__notifier_new(void) {
+  synchro_notifier_t *n = calloc(1, sizeof(*n));
+  if (n != NULL)
+    n->refs = 1;
+  return n;
+}
+
+void synchro__notifier_ref(synchro_notifier_t *n) { synchro__incr(&n->refs); }
+
+void synchro__notifier_unref(synchro_notifier_t *n) {
+  synchro_call_t *call;
+  if (n == NULL || synchro__decr(&n->refs) != 0)
+    return;
+  call = synchro__notifier_take(n);
+  while (call != NULL) {
+    synchro_call_t *next = call->done_next;
+    synchro__call_unref(call);
+    call = next;
+  }
+  free(n);
+}
+
+synchro_call_t *synchro__notifier_take(synchro_notifier_t *n) {
+  synchro_call_t *list, *fifo = NULL;
+  if (synchro__load_relaxed(&n->completed) == NULL)
+    return NULL;
+  list = synchro__xchg(&n->completed, NULL);
+  while (list != NULL) {
+    synchro_call_t *next = list->done_next;
+    list->done_next = fifo;
+    fifo = list;
+    list = next;
+  }
+  return fifo;
+}

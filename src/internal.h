@@ -1,0 +1,239 @@
+/* Internal declarations shared by the C core's files. */
+#ifndef SYNCHRO_INTERNAL_H
+#define SYNCHRO_INTERNAL_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "compat.h"
+#include "marshal.h"
+#include "synchro.h"
+
+/* Atomics: the GCC/Clang builtins (C99 has no <stdatomic.h>). */
+#define synchro__load(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define synchro__load_relaxed(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define synchro__store(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define synchro__xchg(p, v) __atomic_exchange_n((p), (v), __ATOMIC_ACQ_REL)
+#define synchro__incr(p) __atomic_add_fetch((p), 1, __ATOMIC_ACQ_REL)
+#define synchro__decr(p) __atomic_sub_fetch((p), 1, __ATOMIC_ACQ_REL)
+#define synchro__cas(p, expected, desired)                                   \
+  __atomic_compare_exchange_n((p), (expected), (desired), 0,                 \
+                              __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
+#define synchro__fence() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+
+#if defined(__x86_64__) || defined(__i386__)
+#define synchro__cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define synchro__cpu_relax() __asm__ __volatile__("yield")
+#else
+#define synchro__cpu_relax() ((void)0)
+#endif
+
+/* Monotonic clock in nanoseconds. */
+uint64_t synchro__now_ns(void);
+
+/* ---- mailbox.c: lossless multi-producer, single-consumer queue ---- */
+
+typedef struct synchro_msg synchro_msg_t;
+struct synchro_msg {
+  synchro_msg_t *next;
+  int kind;
+};
+
+enum { SYNCHRO_MSG_CALL, SYNCHRO_MSG_DEFINE, SYNCHRO_MSG_CANCEL };
+
+typedef struct {
+  synchro_msg_t *head; /* a stack; the consumer reverses what it takes */
+  int closed;
+  int pushers; /* producers between their closed-check and their push */
+} synchro_mailbox_t;
+
+void synchro__mailbox_init(synchro_mailbox_t *mb);
+/* Returns 0, or SYNCHRO_ECLOSED once the mailbox is closed (msg not
+ * queued: the caller still owns it). Thread: any. */
+int synchro__mailbox_push(synchro_mailbox_t *mb, synchro_msg_t *msg);
+/* Takes every queued message, oldest first (per producer order is kept).
+ * Thread: the consumer. */
+synchro_msg_t *synchro__mailbox_take(synchro_mailbox_t *mb);
+int synchro__mailbox_empty(synchro_mailbox_t *mb);
+/* After this returns, every push fails and no push is in progress, so one
+ * last take gets everything. Thread: the consumer. */
+void synchro__mailbox_close(synchro_mailbox_t *mb);
+
+/* ---- wait.c: a one-shot event that a thread can spin on, then park ---- */
+
+typedef struct {
+  uint32_t word; /* 0 unset, 1 set, 2 unset with sleepers */
+} synchro_event_t;
+
+/* Polled between parking slices; returns non-zero to stop waiting. */
+typedef int (*synchro_interrupt_cb)(void *ud);
+
+#define SYNCHRO_WAIT_FOREVER (-1.0)
+/* Waits until set, timeout seconds (< 0 forever), or interrupt(ud) says so.
+ * Spins briefly first, then parks in slices of at most 50 ms.
+ * Returns 0 when set, SYNCHRO_ETIMEDOUT, or UV_EINTR when interrupted.
+ * Thread: any; many threads may wait on one event. */
+int synchro__event_wait(synchro_event_t *ev, double timeout,
+                        synchro_interrupt_cb interrupt, void *ud);
+/* Thread: any. */
+void synchro__event_set(synchro_event_t *ev);
+/* Only while nobody waits. */
+void synchro__event_reset(synchro_event_t *ev);
+int synchro__event_is_set(synchro_event_t *ev);
+
+/* ---- call.c: one call into a Synchronizer, also the future's state ---- */
+
+typedef struct synchro synchro_t;
+typedef struct synchro_call synchro_call_t;
+typedef struct synchro_notifier synchro_notifier_t;
+
+enum {
+  SYNCHRO_CALL_OK = 0,
+  SYNCHRO_CALL_ERROR = 1,     /* reply holds (error value, traceback) */
+  SYNCHRO_CALL_CANCELLED = 2, /* the task ended cancelled */
+  SYNCHRO_CALL_CLOSED = 3     /* the Synchronizer closed under the call */
+};
+
+struct synchro_call {
+  synchro_msg_t msg; /* kind SYNCHRO_MSG_CALL; first member */
+  int refs;
+  synchro_event_t done;
+  int status;       /* written before done is set */
+  int64_t fn_id;
+  synchro_t *S;     /* holds a reference */
+  synchro_buf_t args;
+  synchro_buf_t reply;
+  synchro_notifier_t *listener; /* see synchro__call_listen */
+  synchro_call_t *done_next;    /* link in a notifier's completed list */
+  int cancel_sent;
+};
+
+synchro_call_t *synchro__call_new(synchro_t *S, int64_t fn_id);
+void synchro__call_ref(synchro_call_t *call);
+/* Accepts NULL. Thread: any. */
+void synchro__call_unref(synchro_call_t *call);
+/* Sets status, marks done, wakes waiters and notifies the listener.
+ * Thread: any (the loop thread normally). Once per call. */
+void synchro__call_complete(synchro_call_t *call, int status);
+/* Asks that the call's task be cancelled; returns 0, or SYNCHRO_ECLOSED.
+ * Idempotent. Thread: any. */
+int synchro__call_cancel(synchro_call_t *call);
+/* Makes n receive the call when it completes (at once if it already has).
+ * Returns 0, or SYNCHRO_EINVAL if another listener is attached.
+ * Thread: any. */
+int synchro__call_listen(synchro_call_t *call, synchro_notifier_t *n);
+
+/* A notifier collects completed calls for a scheduler: a thread running
+ * synchro.run (it parks on an event), or a loop (woken by a uv_async). */
+struct synchro_notifier {
+  int refs;
+  synchro_call_t *completed; /* a stack, like the mailbox */
+  synchro_event_t ready;
+  uv_async_t *async; /* when set, wake a loop instead of the event */
+  int async_closing;
+};
+
+synchro_notifier_t *synchro__notifier_new(void);
+void synchro__notifier_ref(synchro_notifier_t *n);
+void synchro__notifier_unref(synchro_notifier_t *n);
+/* Completed calls, oldest first, linked by done_next; each holds one
+ * reference that the taker must drop. Thread: the notifier's owner. */
+synchro_call_t *synchro__notifier_take(synchro_notifier_t *n);
+
+/* ---- loop.c: the Synchronizer: a loop thread with its own Lua VM ---- */
+
+enum {
+  SYNCHRO_STATE_NEW,
+  SYNCHRO_STATE_RUNNING,
+  SYNCHRO_STATE_CLOSING,
+  SYNCHRO_STATE_CLOSED
+};
+
+typedef struct synchro_define {
+  synchro_msg_t msg;
+  int64_t fn_id;
+  synchro_buf_t code;
+} synchro_define_t;
+
+typedef struct synchro_cancel {
+  synchro_msg_t msg;
+  synchro_call_t *call; /* holds a reference */
+} synchro_cancel_t;
+
+/* Opens the loop VM's libraries and runtime; set by the Lua binding.
+ * Returns 0 or an error message pushed on L (returning non-zero). */
+typedef int (*synchro_vm_init_cb)(lua_State *L, synchro_t *S);
+
+struct synchro {
+  int refs;
+  int state;
+  synchro_mailbox_t mailbox;
+  int parked; /* the loop sleeps in poll: producers must uv_async_send */
+  int64_t next_fn_id;
+  char *name;
+  char *path;
+  char *cpath;
+  double close_grace;
+  int close_requested; /* 0, 1 asked, 2 seen by the loop */
+  uv_mutex_t lock; /* start and close only */
+  uv_thread_t thread;
+  int thread_started;
+  uv_loop_t loop;
+  uv_async_t wakeup;
+  uv_prepare_t prepare;
+  uv_timer_t grace_timer;
+  lua_State *L; /* the loop VM: touched only by the loop thread */
+  int runtime_ref;
+  synchro_event_t started;
+  int start_error;
+  char *start_message;
+  unsigned spin_ns; /* adaptive spin budget of the loop after activity */
+  uint64_t last_activity_ns;
+  synchro_vm_init_cb vm_init;
+};
+
+synchro_t *synchro__new(const char *name, const char *path,
+                        const char *cpath, synchro_vm_init_cb vm_init);
+void synchro__ref(synchro_t *S);
+void synchro__unref(synchro_t *S);
+/* Starts the loop thread if needed. Returns 0, SYNCHRO_ECLOSED or
+ * SYNCHRO_ETHREAD (message in S->start_message). Thread: any. */
+int synchro__start(synchro_t *S);
+/* Queues a message, waking the loop if it sleeps. 0 or SYNCHRO_ECLOSED. */
+int synchro__send(synchro_t *S, synchro_msg_t *msg);
+/* Stops accepting calls, cancels the tasks, lets them finish within grace
+ * seconds, then stops and joins the loop thread. Safe to call twice and
+ * from several threads; on the loop thread itself it only starts the
+ * close. Thread: any. */
+void synchro__close(synchro_t *S, double grace);
+int synchro__is_loop_thread(synchro_t *S);
+/* The Synchronizer whose loop runs on this thread, or NULL. */
+synchro_t *synchro__current(void);
+
+/* Called by the loop runtime (loop thread) when the close has drained. */
+void synchro__loop_stop(synchro_t *S);
+
+/* ---- loopside.c: the loop VM's side of the binding ---- */
+int synchro__loopside_open(lua_State *L, synchro_t *S);
+void synchro__loopside_dispatch(synchro_t *S, synchro_msg_t *msg);
+void synchro__loopside_close(synchro_t *S, double grace);
+/* After the loop stopped: calls still running end as closed. */
+void synchro__loopside_shutdown(synchro_t *S);
+
+/* ---- timer.c ---- */
+void synchro__timer_register(lua_State *L);
+
+/* ---- lua/binding.c and lua/future.c ---- */
+int synchro__lua_open(lua_State *L);
+void synchro__future_register(lua_State *L);
+/* Pushes the results of a completed call, or raises its error. */
+int synchro__push_reply(lua_State *L, synchro_call_t *call);
+/* Non-zero when the standalone interpreter flagged Ctrl-C on L. */
+int synchro__interrupted(void *L);
+/* Clears the interpreter's interrupt hook and raises "interrupted!". */
+int synchro__raise_interrupted(lua_State *L);
+/* Clears the interpreter's interrupt hook (the caller raises later). */
+void synchro__clear_interrupt(lua_State *L);
+
+#endif

@@ -1,0 +1,374 @@
+/* The Lua binding (module synchro.core): argument checks and conversions
+ * only; the policy lives in the Lua modules under lua/synchro. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+#define S_MT "synchro.Synchronizer"
+#define DEFAULT_GRACE 5.0
+
+typedef struct {
+  synchro_t *S;
+  int imported; /* collecting it drops a reference but does not close */
+} S_box_t;
+
+static synchro_t *check_S(lua_State *L, int idx) {
+  S_box_t *box = luaL_checkudata(L, idx, S_MT);
+  if (box->S == NULL)
+    luaL_argerror(L, idx, "synchronizer was released");
+  return box->S;
+}
+
+int synchro__interrupted(void *ud) {
+  lua_State *L = ud, *main;
+  int mask, want = LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT;
+#if LUA_VERSION_NUM >= 502
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+#else
+  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.main");
+#endif
+  main = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  if (main == NULL)
+    main = L;
+  /* lua.c's SIGINT handler sets a hook with these events and count 1. */
+  mask = lua_gethookmask(main);
+  return lua_gethook(main) != NULL && (mask & want) == want &&
+         lua_gethookcount(main) == 1;
+}
+
+void synchro__clear_interrupt(lua_State *L) {
+  lua_State *main;
+#if LUA_VERSION_NUM >= 502
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+#else
+  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.main");
+#endif
+  main = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  /* The interpreter's hook would fire again in our caller's cleanup; we
+   * raise its error ourselves once the remote cleanup has finished. */
+  lua_sethook(main != NULL ? main : L, NULL, 0, 0);
+}
+
+int synchro__raise_interrupted(lua_State *L) {
+  synchro__clear_interrupt(L);
+  lua_pushliteral(L, "interrupted!");
+  return lua_error(L);
+}
+
+static int raise_closed(lua_State *L, synchro_t *S) {
+  if (S->start_message != NULL)
+    return luaL_error(L, "ETHREAD: synchronizer '%s' failed to start: %s",
+                      S->name, S->start_message);
+  return luaL_error(L, "ECLOSED: synchronizer '%s' is closed", S->name);
+}
+
+static const char *caller_name(lua_State *L) {
+  lua_Debug ar;
+  if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "n", &ar) && ar.name)
+    return ar.name;
+  return "?";
+}
+
+/* Encodes call arguments L[first..top]; raises "bad argument" on failure. */
+static void encode_args(lua_State *L, int first, synchro_call_t *call) {
+  int bad = 0, n = lua_gettop(L) - first + 1;
+  if (synchro__marshal_encode(L, first, n, SYNCHRO_MARSHAL_DATA, "args",
+                              &call->args, &bad) != 0) {
+    synchro__call_unref(call);
+    luaL_error(L, "bad argument #%d to '%s' (%s)", bad, caller_name(L),
+               lua_tostring(L, -1));
+  }
+}
+
+/* Creates and sends a call of S's function id with the arguments from
+ * stack slot first on. Raises on misuse. */
+static synchro_call_t *submit(lua_State *L, synchro_t *S, lua_Integer id,
+                              int first) {
+  synchro_call_t *call;
+  int err = synchro__start(S);
+  if (err != 0)
+    raise_closed(L, S);
+  call = synchro__call_new(S, (int64_t)id);
+  if (call == NULL)
+    luaL_error(L, "not enough memory");
+  encode_args(L, first, call);
+  synchro__call_ref(call); /* the loop's */
+  if (synchro__send(S, &call->msg) != 0) {
+    synchro__call_unref(call);
+    synchro__call_unref(call);
+    raise_closed(L, S);
+  }
+  return call;
+}
+
+/* core.new(name, path, cpath) -> synchronizer */
+static int l_new(lua_State *L) {
+  const char *name = luaL_optstring(L, 1, "synchro");
+  const char *path = luaL_optstring(L, 2, NULL);
+  const char *cpath = luaL_optstring(L, 3, NULL);
+  S_box_t *box = lua_newuserdata(L, sizeof(*box));
+  box->S = NULL;
+  luaL_setmetatable(L, S_MT);
+  box->imported = 0;
+  box->S = synchro__new(name, path, cpath, synchro__loopside_open);
+  if (box->S == NULL)
+    return luaL_error(L, "not enough memory");
+  return 1;
+}
+
+/* core.export(S) -> light userdata: a reference to S for another Lua
+ * state (another thread's). The receiver must core.import it exactly once,
+ * which takes the reference over. */
+static int l_export(lua_State *L) {
+  synchro_t *S = check_S(L, 1);
+  synchro__ref(S);
+  lua_pushlightuserdata(L, S);
+  return 1;
+}
+
+/* core.import(p) -> synchronizer: takes over the reference core.export
+ * made. */
+static int l_import(lua_State *L) {
+  S_box_t *box;
+  luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+  box = lua_newuserdata(L, sizeof(*box));
+  box->S = NULL;
+  luaL_setmetatable(L, S_MT);
+  box->S = lua_touserdata(L, 1);
+  box->imported = 1;
+  return 1;
+}
+
+/* S:close([grace]); also __gc and __close */
+static int l_close(lua_State *L) {
+  S_box_t *box = luaL_checkudata(L, 1, S_MT);
+  double grace = luaL_optnumber(L, 2, DEFAULT_GRACE);
+  synchro_t *S = box->S;
+  if (S == NULL)
+    return 0;
+  if (synchro__is_loop_thread(S)) {
+    /* Only start the close: the loop finishes it after this task yields. */
+    synchro__close(S, grace);
+    return 0;
+  }
+  box->S = NULL;
+  synchro__close(S, grace);
+  synchro__unref(S);
+  return 0;
+}
+
+static int l_gc(lua_State *L) {
+  S_box_t *box = luaL_checkudata(L, 1, S_MT);
+  if (box->S != NULL) {
+    if (!box->imported)
+      synchro__close(box->S, box->S->close_grace);
+    synchro__unref(box->S);
+    box->S = NULL;
+  }
+  return 0;
+}
+
+/* core.state(S) -> "new" | "running" | "closing" | "closed" */
+static int l_state(lua_State *L) {
+  static const char *const names[] = {"new", "running", "closing", "closed"};
+  S_box_t *box = luaL_checkudata(L, 1, S_MT);
+  lua_pushstring(L, box->S == NULL ? "closed"
+                                   : names[synchro__load(&box->S->state)]);
+  return 1;
+}
+
+/* core.identity(S) -> string naming S uniquely in this process */
+static int l_identity(lua_State *L) {
+  lua_pushfstring(L, "%p", (void *)check_S(L, 1));
+  return 1;
+}
+
+/* core.loop_identity() -> the identity of the synchronizer whose loop runs
+ * this VM, or nil */
+static int l_loop_identity(lua_State *L) {
+  synchro_t *S = synchro__current();
+  if (S == NULL || S->L == NULL)
+    return 0;
+  lua_pushfstring(L, "%p", (void *)S);
+  return 1;
+}
+
+/* core.define(S, fn) -> id: sends fn's code to the loop. */
+static int l_define(lua_State *L) {
+  synchro_t *S = check_S(L, 1);
+  synchro_define_t *def;
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (synchro__load(&S->state) >= SYNCHRO_STATE_CLOSING)
+    return raise_closed(L, S);
+  def = calloc(1, sizeof(*def));
+  if (def == NULL)
+    return luaL_error(L, "not enough memory");
+  def->msg.kind = SYNCHRO_MSG_DEFINE;
+  if (synchro__marshal_encode(L, 2, 1, SYNCHRO_MARSHAL_CODE, "fn", &def->code,
+                              NULL) != 0) {
+    synchro__buf_free(&def->code);
+    free(def);
+    return luaL_error(L, "bad argument #1 to 'wrap' (%s)",
+                      lua_tostring(L, -1));
+  }
+  def->fn_id = __atomic_fetch_add(&S->next_fn_id, 1, __ATOMIC_RELAXED);
+  if (synchro__send(S, &def->msg) != 0) {
+    synchro__buf_free(&def->code);
+    free(def);
+    return raise_closed(L, S);
+  }
+  lua_pushinteger(L, (lua_Integer)def->fn_id);
+  return 1;
+}
+
+/* Pushes the results of a completed call and returns their count, or
+ * pushes the error value and returns -1. */
+static int reply_or_error(lua_State *L, synchro_call_t *call) {
+  int n;
+  switch (call->status) {
+  case SYNCHRO_CALL_OK:
+    n = synchro__marshal_decode(L, call->reply.data, call->reply.len);
+    return n < 0 ? -1 : n;
+  case SYNCHRO_CALL_ERROR:
+    n = synchro__marshal_decode(L, call->reply.data, call->reply.len);
+    if (n < 0)
+      return -1;
+    lua_settop(L, lua_gettop(L) - n + 2); /* exactly (error, traceback) */
+    if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING &&
+        lua_rawlen(L, -1) > 0) {
+      lua_pushliteral(L, "\n");
+      lua_insert(L, -2);
+      lua_concat(L, 3);
+    } else if (lua_type(L, -2) == LUA_TTABLE) {
+      /* synchro.traceback(err) finds it */
+      lua_getfield(L, LUA_REGISTRYINDEX, "synchro.tracebacks");
+      lua_pushvalue(L, -3);
+      lua_pushvalue(L, -3);
+      lua_rawset(L, -3);
+      lua_pop(L, 2);
+    } else {
+      lua_pop(L, 1);
+    }
+    return -1;
+  case SYNCHRO_CALL_CANCELLED:
+    lua_pushliteral(L, "ECANCELED: the call was cancelled");
+    return -1;
+  default:
+    lua_pushliteral(L, "ECANCELED: the synchronizer closed before the call "
+                       "finished");
+    return -1;
+  }
+}
+
+int synchro__push_reply(lua_State *L, synchro_call_t *call) {
+  int n = reply_or_error(L, call);
+  if (n < 0)
+    return lua_error(L);
+  return n;
+}
+
+/* core.call(S, id, timeout, ...) -> results: the blocking call. */
+static int l_call(lua_State *L) {
+  synchro_t *S = check_S(L, 1);
+  lua_Integer id = luaL_checkinteger(L, 2);
+  double timeout = luaL_optnumber(L, 3, SYNCHRO_WAIT_FOREVER);
+  int n, rc;
+  synchro_call_t *call;
+  if (synchro__is_loop_thread(S))
+    return luaL_error(L, "a blocking call cannot run on its own "
+                         "synchronizer's loop thread");
+  call = submit(L, S, id, 4);
+  rc = synchro__event_wait(&call->done, timeout, synchro__interrupted, L);
+  if (rc != 0) {
+    /* Timed out or Ctrl-C: cancel, and let the task's cleanup finish. */
+    synchro__call_cancel(call);
+    synchro__event_wait(&call->done, rc == UV_EINTR ? S->close_grace : -1,
+                        NULL, NULL);
+    if (rc == UV_EINTR) {
+      synchro__call_unref(call);
+      return synchro__raise_interrupted(L);
+    }
+    if (!synchro__event_is_set(&call->done) ||
+        call->status != SYNCHRO_CALL_OK) {
+      synchro__call_unref(call);
+      lua_pushnil(L);
+      lua_pushfstring(L, "ETIMEDOUT: '%s' timed out after %f s",
+                      caller_name(L), timeout);
+      lua_pushliteral(L, "ETIMEDOUT");
+      return 3;
+    }
+  }
+  n = reply_or_error(L, call);
+  synchro__call_unref(call);
+  if (n < 0)
+    return lua_error(L);
+  return n;
+}
+
+/* core.submit(S, id, ...) -> future */
+static int l_submit(lua_State *L);
+
+static int l_traceback(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.tracebacks");
+  lua_pushvalue(L, 1);
+  lua_rawget(L, -2);
+  return 1;
+}
+
+int synchro__lua_open(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+      {"new", l_new},           {"close", l_close},
+      {"state", l_state},       {"identity", l_identity},
+      {"loop_identity", l_loop_identity},
+      {"define", l_define},     {"call", l_call},
+      {"submit", l_submit},     {"traceback", l_traceback},
+      {"export", l_export},     {"import", l_import},
+      {NULL, NULL}};
+  if (luaL_newmetatable(L, S_MT)) {
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushliteral(L, "Synchronizer");
+    lua_setfield(L, -2, "__name");
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.tracebacks");
+  if (lua_isnil(L, -1)) {
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "synchro.tracebacks");
+  }
+  lua_pop(L, 1);
+#if LUA_VERSION_NUM < 502
+  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.main");
+  if (lua_isnil(L, -1)) {
+    lua_pushthread(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "synchro.main");
+  }
+  lua_pop(L, 1);
+#endif
+  luaL_newlib(L, funcs);
+  synchro__timer_register(L);
+  synchro__future_register(L);
+  return 1;
+}
+
+SYNCHRO_API int luaopen_synchro_core(lua_State *L);
+SYNCHRO_API int luaopen_synchro_core(lua_State *L) {
+  return synchro__lua_open(L);
+}
+
+static int l_submit(lua_State *L) {
+  synchro_t *S = check_S(L, 1);
+  lua_Integer id = luaL_checkinteger(L, 2);
+  synchro_call_t *call = submit(L, S, id, 3);
+  synchro_call_t **box = lua_newuserdata(L, sizeof(*box));
+  *box = call;
+  luaL_setmetatable(L, "synchro.Future");
+  return 1;
+}

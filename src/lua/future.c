@@ -1,0 +1,172 @@
+/* Futures and notifiers for the Lua binding. A future holds a reference to
+ * its call; a notifier collects completed calls for a synchro.run
+ * scheduler on the calling thread. */
+#include <stdlib.h>
+
+#include "internal.h"
+
+#define FUTURE_MT "synchro.Future"
+#define NOTIFIER_MT "synchro.Notifier"
+
+static synchro_call_t *check_future(lua_State *L) {
+  synchro_call_t **box = luaL_checkudata(L, 1, FUTURE_MT);
+  return *box;
+}
+
+static int f_gc(lua_State *L) {
+  synchro_call_t **box = luaL_checkudata(L, 1, FUTURE_MT);
+  synchro__call_unref(*box);
+  *box = NULL;
+  return 0;
+}
+
+/* fut:wait([timeout]) -> true when done, false on timeout. Ctrl-C cancels
+ * the call, lets its cleanup run, then raises "interrupted!". */
+static int f_wait(lua_State *L) {
+  synchro_call_t *call = check_future(L);
+  double timeout = luaL_optnumber(L, 2, SYNCHRO_WAIT_FOREVER);
+  int rc = synchro__event_wait(&call->done, timeout, synchro__interrupted, L);
+  if (rc == UV_EINTR) {
+    synchro__call_cancel(call);
+    synchro__event_wait(&call->done, call->S->close_grace, NULL, NULL);
+    return synchro__raise_interrupted(L);
+  }
+  lua_pushboolean(L, rc == 0);
+  return 1;
+}
+
+static int f_done(lua_State *L) {
+  lua_pushboolean(L, synchro__event_is_set(&check_future(L)->done));
+  return 1;
+}
+
+/* fut:outcome() -> results, or raises the error; only once done. */
+static int f_outcome(lua_State *L) {
+  synchro_call_t *call = check_future(L);
+  if (!synchro__event_is_set(&call->done))
+    return luaL_error(L, "future is not done");
+  lua_settop(L, 0);
+  return synchro__push_reply(L, call);
+}
+
+/* fut:status() -> "pending" | "ok" | "error" | "cancelled" | "closed" */
+static int f_status(lua_State *L) {
+  static const char *const names[] = {"ok", "error", "cancelled", "closed"};
+  synchro_call_t *call = check_future(L);
+  if (!synchro__event_is_set(&call->done))
+    lua_pushliteral(L, "pending");
+  else
+    lua_pushstring(L, names[call->status]);
+  return 1;
+}
+
+/* fut:cancel() -> true if the cancel was sent, false if already done */
+static int f_cancel(lua_State *L) {
+  synchro_call_t *call = check_future(L);
+  if (synchro__event_is_set(&call->done)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  synchro__call_cancel(call);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* fut:key() -> a light userdata naming the call (notifier:take gives it) */
+static int f_key(lua_State *L) {
+  lua_pushlightuserdata(L, check_future(L));
+  return 1;
+}
+
+static synchro_notifier_t *check_notifier(lua_State *L, int idx) {
+  synchro_notifier_t **box = luaL_checkudata(L, idx, NOTIFIER_MT);
+  return *box;
+}
+
+/* fut:listen(notifier) -> true, or false if another one listens */
+static int f_listen(lua_State *L) {
+  synchro_call_t *call = check_future(L);
+  lua_pushboolean(L, synchro__call_listen(call, check_notifier(L, 2)) == 0);
+  return 1;
+}
+
+/* core.notifier() -> notifier */
+static int n_new(lua_State *L) {
+  synchro_notifier_t **box = lua_newuserdata(L, sizeof(*box));
+  *box = NULL;
+  luaL_setmetatable(L, NOTIFIER_MT);
+  *box = synchro__notifier_new();
+  if (*box == NULL)
+    return luaL_error(L, "not enough memory");
+  return 1;
+}
+
+static int n_gc(lua_State *L) {
+  synchro_notifier_t **box = luaL_checkudata(L, 1, NOTIFIER_MT);
+  synchro__notifier_unref(*box);
+  *box = NULL;
+  return 0;
+}
+
+/* notifier:take() -> array of call keys, oldest first (maybe empty) */
+static int n_take(lua_State *L) {
+  synchro_notifier_t *n = check_notifier(L, 1);
+  synchro_call_t *call;
+  int i = 0;
+  synchro__event_reset(&n->ready);
+  call = synchro__notifier_take(n);
+  lua_newtable(L);
+  while (call != NULL) {
+    synchro_call_t *next = call->done_next;
+    lua_pushlightuserdata(L, call);
+    lua_rawseti(L, -2, ++i);
+    /* The future that listened still holds the call alive. */
+    synchro__call_unref(call);
+    call = next;
+  }
+  return 1;
+}
+
+/* notifier:wait([timeout]) -> "ready" | "timeout" | "interrupted" */
+static int n_wait(lua_State *L) {
+  synchro_notifier_t *n = check_notifier(L, 1);
+  double timeout = luaL_optnumber(L, 2, SYNCHRO_WAIT_FOREVER);
+  int rc;
+  if (synchro__load(&n->completed) != NULL) {
+    lua_pushliteral(L, "ready");
+    return 1;
+  }
+  rc = synchro__event_wait(&n->ready, timeout, synchro__interrupted, L);
+  if (rc == UV_EINTR)
+    synchro__clear_interrupt(L);
+  lua_pushstring(L, rc == 0 ? "ready"
+                            : rc == UV_EINTR ? "interrupted" : "timeout");
+  return 1;
+}
+
+void synchro__future_register(lua_State *L) {
+  static const luaL_Reg fmethods[] = {
+      {"wait", f_wait},     {"done", f_done},     {"outcome", f_outcome},
+      {"status", f_status}, {"cancel", f_cancel}, {"key", f_key},
+      {"listen", f_listen}, {NULL, NULL}};
+  static const luaL_Reg nmethods[] = {
+      {"take", n_take}, {"wait", n_wait}, {NULL, NULL}};
+  if (luaL_newmetatable(L, FUTURE_MT)) {
+    luaL_newlib(L, fmethods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, f_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_getfield(L, -1, "__index");
+  lua_setfield(L, -3, "Future"); /* core.Future: methods, for Lua to extend */
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, NOTIFIER_MT)) {
+    luaL_newlib(L, nmethods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, n_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, n_new);
+  lua_setfield(L, -2, "notifier");
+}

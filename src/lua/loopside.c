@@ -1,0 +1,222 @@
+/* The loop VM's side of the binding: messages from the mailbox become calls
+ * into the Lua runtime (synchro.runtime), and the runtime replies through
+ * core.reply. Runs only on the loop thread. */
+#include <stdlib.h>
+
+#include "internal.h"
+
+/* Registry refs of the runtime's entry points, in the loop VM. */
+typedef struct {
+  int define, call, cancel, close, shutdown;
+} runtime_refs_t;
+
+static runtime_refs_t *refs_of(lua_State *L) {
+  runtime_refs_t *r;
+  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.runtime_refs");
+  r = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return r;
+}
+
+static void report(lua_State *L, const char *what) {
+  fprintf(stderr, "synchro: loop runtime error in %s: %s\n", what,
+          lua_tostring(L, -1));
+  lua_pop(L, 1);
+}
+
+static void fail_call(lua_State *L, synchro_call_t *call, int status) {
+  /* The error message is on top of L; it becomes the call's error. */
+  synchro__buf_free(&call->reply);
+  lua_pushliteral(L, "");
+  if (synchro__marshal_encode(L, lua_gettop(L) - 1, 2,
+                              SYNCHRO_MARSHAL_LENIENT, "error", &call->reply,
+                              NULL) != 0)
+    lua_pop(L, 1);
+  lua_pop(L, 2);
+  synchro__call_complete(call, status);
+  synchro__call_unref(call);
+}
+
+void synchro__loopside_dispatch(synchro_t *S, synchro_msg_t *msg) {
+  lua_State *L = S->L;
+  runtime_refs_t *r = refs_of(L);
+  int top = lua_gettop(L), n;
+  switch (msg->kind) {
+  case SYNCHRO_MSG_CALL: {
+    synchro_call_t *call = (synchro_call_t *)msg;
+    if (S->state != SYNCHRO_STATE_RUNNING) {
+      lua_pushliteral(L, "ECANCELED: the synchronizer is closing");
+      fail_call(L, call, SYNCHRO_CALL_CLOSED);
+      break;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->call);
+    lua_pushlightuserdata(L, call);
+    lua_pushinteger(L, (lua_Integer)call->fn_id);
+    n = synchro__marshal_decode(L, call->args.data, call->args.len);
+    if (n < 0) {
+      lua_replace(L, top + 1);
+      lua_settop(L, top + 1);
+      fail_call(L, call, SYNCHRO_CALL_ERROR);
+      break;
+    }
+    if (lua_pcall(L, 2 + n, 0, 0) != 0) {
+      fail_call(L, call, SYNCHRO_CALL_ERROR);
+    }
+    break;
+  }
+  case SYNCHRO_MSG_DEFINE: {
+    synchro_define_t *def = (synchro_define_t *)msg;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->define);
+    lua_pushinteger(L, (lua_Integer)def->fn_id);
+    n = synchro__marshal_decode(L, def->code.data, def->code.len);
+    if (n < 0) {
+      /* define(id, nil, message): calls to it raise the message */
+      lua_pushnil(L);
+      lua_insert(L, -2);
+      n = 2;
+    }
+    if (lua_pcall(L, 1 + n, 0, 0) != 0)
+      report(L, "define");
+    synchro__buf_free(&def->code);
+    free(def);
+    break;
+  }
+  case SYNCHRO_MSG_CANCEL: {
+    synchro_cancel_t *c = (synchro_cancel_t *)msg;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->cancel);
+    lua_pushlightuserdata(L, c->call);
+    if (lua_pcall(L, 1, 0, 0) != 0)
+      report(L, "cancel");
+    synchro__call_unref(c->call);
+    free(c);
+    break;
+  }
+  }
+  lua_settop(L, top);
+}
+
+void synchro__loopside_close(synchro_t *S, double grace) {
+  lua_State *L = S->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, refs_of(L)->close);
+  lua_pushnumber(L, grace);
+  if (lua_pcall(L, 1, 0, 0) != 0) {
+    report(L, "close");
+    synchro__loop_stop(S);
+  }
+}
+
+void synchro__loopside_shutdown(synchro_t *S) {
+  lua_State *L = S->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, refs_of(L)->shutdown);
+  if (lua_pcall(L, 0, 0, 0) != 0)
+    report(L, "shutdown");
+}
+
+static synchro_call_t *check_call(lua_State *L, int idx) {
+  luaL_checktype(L, idx, LUA_TLIGHTUSERDATA);
+  return lua_touserdata(L, idx);
+}
+
+/* core.reply(call, how, ...): how is true (results follow), false (error
+ * value and traceback follow), "cancelled" or "closed". Completes the call
+ * and drops the loop's reference: call it exactly once per call. */
+static int reply(lua_State *L) {
+  synchro_call_t *call = check_call(L, 1);
+  int n = lua_gettop(L) - 2, status, bad = 0;
+  if (lua_type(L, 2) == LUA_TBOOLEAN && lua_toboolean(L, 2)) {
+    status = SYNCHRO_CALL_OK;
+    if (synchro__marshal_encode(L, 3, n, SYNCHRO_MARSHAL_DATA, "results",
+                                &call->reply, &bad) != 0) {
+      /* A result that cannot cross is the call's error. */
+      lua_pushfstring(L, "bad result #%d (%s)", bad, lua_tostring(L, -1));
+      lua_replace(L, 3);
+      lua_settop(L, 3);
+      lua_pushliteral(L, "");
+      call->reply.len = 0;
+      synchro__marshal_encode(L, 3, 2, SYNCHRO_MARSHAL_LENIENT, "error",
+                              &call->reply, NULL);
+      status = SYNCHRO_CALL_ERROR;
+    }
+  } else if (lua_type(L, 2) == LUA_TBOOLEAN) {
+    status = SYNCHRO_CALL_ERROR;
+    lua_settop(L, 4);
+    synchro__marshal_encode(L, 3, 2, SYNCHRO_MARSHAL_LENIENT, "error",
+                            &call->reply, NULL);
+  } else {
+    const char *how = luaL_checkstring(L, 2);
+    status = how[0] == 'c' && how[1] == 'a' ? SYNCHRO_CALL_CANCELLED
+                                            : SYNCHRO_CALL_CLOSED;
+  }
+  synchro__call_complete(call, status);
+  synchro__call_unref(call);
+  return 0;
+}
+
+/* core.stop(): the runtime finished closing; stop the loop. */
+static int stop(lua_State *L) {
+  synchro_t *S;
+  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.loop");
+  S = lua_touserdata(L, -1);
+  if (S != NULL)
+    synchro__loop_stop(S);
+  return 0;
+}
+
+static int ref_field(lua_State *L, int t, const char *name) {
+  lua_getfield(L, t, name);
+  if (lua_type(L, -1) != LUA_TFUNCTION)
+    luaL_error(L, "synchro.runtime has no function '%s'", name);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Protected part of synchro__loopside_open. */
+static int open_runtime(lua_State *L) {
+  synchro_t *S = lua_touserdata(L, 1);
+  runtime_refs_t *r;
+  int t;
+  luaL_openlibs(L);
+  lua_getglobal(L, "package");
+  if (S->path != NULL) {
+    lua_pushstring(L, S->path);
+    lua_setfield(L, -2, "path");
+  }
+  if (S->cpath != NULL) {
+    lua_pushstring(L, S->cpath);
+    lua_setfield(L, -2, "cpath");
+  }
+  /* require "synchro.core" here gets this very code, not a second copy. */
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, synchro__lua_open);
+  lua_setfield(L, -2, "synchro.core");
+  lua_pop(L, 2);
+  lua_pushlightuserdata(L, S);
+  lua_setfield(L, LUA_REGISTRYINDEX, "synchro.loop");
+
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "synchro.core");
+  lua_call(L, 1, 1);
+  lua_pushcfunction(L, reply);
+  lua_setfield(L, -2, "reply");
+  lua_pushcfunction(L, stop);
+  lua_setfield(L, -2, "stop");
+  lua_pop(L, 1);
+
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "synchro.runtime");
+  lua_call(L, 1, 1);
+  t = lua_gettop(L);
+  r = lua_newuserdata(L, sizeof(*r));
+  lua_setfield(L, LUA_REGISTRYINDEX, "synchro.runtime_refs");
+  r->define = ref_field(L, t, "define");
+  r->call = ref_field(L, t, "call");
+  r->cancel = ref_field(L, t, "cancel");
+  r->close = ref_field(L, t, "close");
+  r->shutdown = ref_field(L, t, "shutdown");
+  return 0;
+}
+
+int synchro__loopside_open(lua_State *L, synchro_t *S) {
+  lua_pushcfunction(L, open_runtime);
+  lua_pushlightuserdata(L, S);
+  return lua_pcall(L, 1, 0, 0);
+}

@@ -1,0 +1,78 @@
+/* Marshalling: Lua values <-> one contiguous buffer, so that values can
+ * cross from one lua_State to another (possibly on another thread).
+ * Internal to synchro; see DESIGN.md section 2. */
+#ifndef SYNCHRO_MARSHAL_H
+#define SYNCHRO_MARSHAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lua.h"
+
+/* A growable byte buffer. Zero-initialise (or synchro__buf_init) before use;
+ * synchro__buf_free releases the storage and may be called twice. */
+typedef struct synchro_buf {
+  char *data;
+  size_t len;
+  size_t cap;
+} synchro_buf_t;
+
+void synchro__buf_init(synchro_buf_t *buf);
+void synchro__buf_free(synchro_buf_t *buf);
+/* Makes room for extra more bytes; returns 0 or SYNCHRO_ENOMEM. */
+int synchro__buf_reserve(synchro_buf_t *buf, size_t extra);
+/* Appends n bytes; returns 0 or SYNCHRO_ENOMEM. */
+int synchro__buf_append(synchro_buf_t *buf, const void *p, size_t n);
+
+/* Encoding flags. */
+enum {
+  /* Plain data only (call arguments and results): a function or a table
+   * with a metatable that has no "__synchro" marshaller is an error. */
+  SYNCHRO_MARSHAL_DATA = 0,
+  /* Wrap time: Lua functions cross as bytecode plus upvalues (recursively,
+   * shared upvalues kept joined where the Lua has lua_upvaluejoin), tables
+   * that are package.loaded[name] cross by name (so _G crosses as the
+   * receiver's globals), C functions by their path in package.loaded. */
+  SYNCHRO_MARSHAL_CODE = 1,
+  /* Error values: never fails on an unsupported value; a table's
+   * metatable is dropped, any other unsupported value crosses as its
+   * tostring() text. */
+  SYNCHRO_MARSHAL_LENIENT = 2
+};
+
+/* Encodes the n values in L's stack slots first .. first+n-1 (first is an
+ * absolute index) and appends them to buf, replacing nothing before
+ * buf->len. root names the list in error paths: root "args" gives paths
+ * like "args[2].conn".
+ *
+ * Returns 0 on success. On an unsupported value returns SYNCHRO_EMARSHAL,
+ * pushes one string message "<path>: cannot send <what>" onto L and, if
+ * bad_index is not NULL, stores the 1-based position (within the n values)
+ * of the value that failed. buf's content past its old length is then
+ * unspecified. Never raises except on memory errors. Leaves the stack as it
+ * found it apart from the error message. Thread: the thread owning L. */
+int synchro__marshal_encode(lua_State *L, int first, int n, int flags,
+                            const char *root, synchro_buf_t *buf,
+                            int *bad_index);
+
+/* Decodes a buffer made by synchro__marshal_encode (possibly in another
+ * lua_State of the same Lua version) and pushes its values in order.
+ * Returns the number of values pushed (>= 0), or a negative code
+ * (SYNCHRO_EBADBUF for a truncated or corrupted buffer, SYNCHRO_EMARSHAL
+ * when a module or extension cannot be resolved) with exactly one error
+ * message string pushed instead. Never crashes on bad input; never raises
+ * except on memory errors (require and extension decoders run protected).
+ * Thread: the thread owning L. */
+int synchro__marshal_decode(lua_State *L, const char *data, size_t len);
+
+/* Extensions ("__synchro" marshaller): a table or full userdata whose
+ * metatable has a field "__synchro" that is a function crosses as an
+ * extension. The encoder calls __synchro(value) (protected); it must return
+ * two strings: an extension name and a payload. The decoder looks the name
+ * up in the registry table SYNCHRO_EXT_REGISTRY of the receiving state and
+ * calls that function with the payload; its first result is the value.
+ * An unknown name or an error there is a decode error (SYNCHRO_EMARSHAL).
+ * This is how wrapped functions (and later, proxies) cross. */
+#define SYNCHRO_EXT_REGISTRY "synchro.ext"
+
+#endif
