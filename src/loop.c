@@ -144,9 +144,11 @@ static void on_prepare(uv_prepare_t *handle) {
       synchro__cpu_relax();
     if (drain(S) > 0) {
       S->last_activity_ns = synchro__now_ns();
-      /* Work it started (timers, callbacks) must run: leave prepare. */
+      /* Work it started (timers, callbacks) must run: leave prepare, but
+       * through the park below: uv_backend_timeout() can be 0 (new I/O
+       * watchers) while uv_run still polls with an infinite timeout. */
       if (uv_loop_alive(&S->loop) && uv_backend_timeout(&S->loop) == 0)
-        return;
+        break;
     }
     now = synchro__now_ns();
   }

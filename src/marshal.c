@@ -14,7 +14,8 @@
  *                       byte nups, per upvalue either 0 + value or 1 +
  *                       varint fid + byte n (joined with upvalue n of the
  *                       function with id fid); on 5.1/LuaJIT the
- *                       environment value follows
+ *                       environment follows. An _ENV upvalue and the
+ *                       environment are always MODULE "_G".
  *   CFUNC               string module, string key: package.loaded[m][k]
  *   MODULE              string name: package.loaded[name]
  *   EXT                 string extension name, string payload
@@ -26,7 +27,7 @@
  * Error paths: root[i] for value i, then .name for identifier keys, [12],
  * [1.5], ["other key"], [<typename>] for other keys, [key <typename>] when
  * the key itself is what failed (or holds what failed), [upvalue "name"]
- * and [environment] inside functions. */
+ * inside functions. */
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -105,6 +106,11 @@ static uint32_t fnv1a(const unsigned char *p, size_t n) {
   return h;
 }
 
+static const char *error_text(lua_State *L) {
+  return lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                        : "(error object is not a string)";
+}
+
 static void push_loaded(lua_State *L) {
   lua_pushliteral(L, "_LOADED");
   lua_rawget(L, LUA_REGISTRYINDEX);
@@ -112,8 +118,7 @@ static void push_loaded(lua_State *L) {
 
 /* ---- encoder ---- */
 
-enum { FRAME_TOP, FRAME_ITEM, FRAME_FIELD, FRAME_KEY, FRAME_UPVALUE,
-       FRAME_ENV };
+enum { FRAME_TOP, FRAME_ITEM, FRAME_FIELD, FRAME_KEY, FRAME_UPVALUE };
 
 /* How the value one level down was reached; formatted only on error. */
 typedef struct frame {
@@ -431,6 +436,14 @@ static int dump_writer(lua_State *L, const void *p, size_t n, void *ud) {
   return 0;
 }
 
+/* A function's globals are the receiver's globals, whatever table (_G, a
+ * sandbox, a test runner's environment) they are here. The decoder gives
+ * every MODULE an id, so one is used up here, mapped to nothing. */
+static int put_globals(encoder *e) {
+  ++e->nrefs;
+  return put_bytes(e, TAG_MODULE, "_G", 2);
+}
+
 static int encode_upvalues(encoder *e, int idx, int depth, int nups) {
   lua_State *L = e->L;
   frame *f = &e->frames[depth];
@@ -462,14 +475,14 @@ static int encode_upvalues(encoder *e, int idx, int depth, int nups) {
     f->name = lua_getupvalue(L, idx, i);
     if (f->name == NULL)
       return fail(e, depth, "cannot read upvalues (stripped function?)");
-    TRY(encode_value(e, lua_gettop(L), depth + 1));
+    if (strcmp(f->name, "_ENV") == 0)
+      TRY(put_globals(e));
+    else
+      TRY(encode_value(e, lua_gettop(L), depth + 1));
     lua_pop(L, 1);
   }
 #ifdef HAVE_FENV
-  f->kind = FRAME_ENV;
-  lua_getfenv(L, idx);
-  TRY(encode_value(e, lua_gettop(L), depth + 1));
-  lua_pop(L, 1);
+  TRY(put_globals(e)); /* as _ENV above */
 #endif
   return 0;
 }
@@ -524,9 +537,7 @@ static int encode_ext(encoder *e, int idx, int depth) {
       lua_pop(L, 1);
       return 1;
     }
-    s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
-                                       : "(error object is not a string)";
-    lua_pushfstring(L, "__synchro failed: %s", s);
+    lua_pushfstring(L, "__synchro failed: %s", error_text(L));
     return fail_top(e, depth);
   }
   if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
@@ -638,12 +649,10 @@ static int encode_userdata(encoder *e, int idx, int depth) {
   int rc;
   if (!lua_checkstack(e->L, 8))
     return fail(e, depth, "Lua stack exhausted");
-  if (get_marshaller(e->L, idx)) {
-    if ((id = ref_find(e, idx)) != 0)
-      return put_ref(e, id);
-    if ((rc = encode_ext(e, idx, depth)) != 1)
-      return rc;
-  }
+  if ((id = ref_find(e, idx)) != 0)
+    return put_ref(e, id);
+  if (get_marshaller(e->L, idx) && (rc = encode_ext(e, idx, depth)) != 1)
+    return rc;
   return unsupported(e, idx, depth, "cannot send userdata");
 }
 
@@ -730,8 +739,6 @@ static int append_frame(lua_State *L, synchro_buf_t *b, const frame *f) {
     TRY(append_str(b, "[upvalue \""));
     TRY(append_str(b, f->name));
     return append_str(b, "\"]");
-  case FRAME_ENV:
-    return append_str(b, "[environment]");
   case FRAME_KEY:
     snprintf(tmp, sizeof tmp, "[key %s]", luaL_typename(L, f->idx));
     return append_str(b, tmp);
@@ -788,6 +795,8 @@ int synchro__marshal_encode(lua_State *L, int first, int n, int flags,
                             int *bad_index) {
   encoder e;
   int i, rc;
+  if (n > 0)
+    first = lua_absindex(L, first);
   e.L = L;
   e.buf = buf;
   e.mode = flags;
@@ -1036,11 +1045,6 @@ static int decode_function(decoder *d, int depth) {
   lua_setfenv(L, fidx);
 #endif
   return 0;
-}
-
-static const char *error_text(lua_State *L) {
-  return lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
-                                        : "(error object is not a string)";
 }
 
 /* MODULE: the receiver's package.loaded[name], else require(name) run

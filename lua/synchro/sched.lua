@@ -11,6 +11,8 @@ local co_create, co_resume, co_yield, co_running, co_status =
 local co_close = coroutine.close -- 5.4 only
 local unpack = table.unpack or unpack
 local traceback = debug.traceback
+-- The originals: runtime.lua replaces the globals with ypcall on 5.1.
+local pcall, xpcall = pcall, xpcall
 
 local SUSPEND, DONE, WAKE, CANCEL = {}, {}, {}, {}
 local POOL_MAX = 64

@@ -2,6 +2,7 @@
  * only; the policy lives in the Lua modules under lua/synchro. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -65,11 +66,26 @@ static int raise_closed(lua_State *L, synchro_t *S) {
   return luaL_error(L, "ECLOSED: synchronizer '%s' is closed", S->name);
 }
 
+/* The name the wrapped function was called by, for error messages: the
+ * caller's frame is Wrapped.__call, whose name Lua may know; otherwise
+ * its self (the wrapped function's table) carries one. Error path only. */
 static const char *caller_name(lua_State *L) {
   lua_Debug ar;
-  if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "n", &ar) && ar.name)
+  const char *name = NULL;
+  if (!lua_getstack(L, 1, &ar))
+    return "?";
+  if (lua_getinfo(L, "n", &ar) && ar.name != NULL &&
+      strcmp(ar.name, "?") != 0)
     return ar.name;
-  return "?";
+  if (lua_getlocal(L, &ar, 1) != NULL) {
+    if (lua_type(L, -1) == LUA_TTABLE) {
+      lua_getfield(L, -1, "_name");
+      name = lua_tostring(L, -1); /* kept alive by the table */
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  return name != NULL ? name : "?";
 }
 
 /* Encodes call arguments L[first..top]; raises "bad argument" on failure. */
@@ -142,21 +158,11 @@ static int l_import(lua_State *L) {
   return 1;
 }
 
-/* S:close([grace]); also __gc and __close */
+/* S:close([grace]). The box keeps its reference until collected, so that
+ * later calls can say which synchronizer is closed. */
 static int l_close(lua_State *L) {
-  S_box_t *box = luaL_checkudata(L, 1, S_MT);
-  double grace = luaL_optnumber(L, 2, DEFAULT_GRACE);
-  synchro_t *S = box->S;
-  if (S == NULL)
-    return 0;
-  if (synchro__is_loop_thread(S)) {
-    /* Only start the close: the loop finishes it after this task yields. */
-    synchro__close(S, grace);
-    return 0;
-  }
-  box->S = NULL;
-  synchro__close(S, grace);
-  synchro__unref(S);
+  synchro_t *S = check_S(L, 1);
+  synchro__close(S, luaL_optnumber(L, 2, DEFAULT_GRACE));
   return 0;
 }
 
