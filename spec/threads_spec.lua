@@ -6,7 +6,8 @@ local threads = require "synchro_test_threads"
 
 local NTHREADS = 8
 local NCALLS = 10000
--- A lost wake-up becomes a failed call after this long instead of a hang.
+-- Bounded waits: a reply whose wake-up is lost shows as a failed call
+-- (while the loop itself still runs).
 local HANG = 30
 
 -- One exported reference per thread: each import takes one over.

@@ -52,6 +52,10 @@ void synchro__mailbox_init(synchro_mailbox_t *mb);
 /* Returns 0, or SYNCHRO_ECLOSED once the mailbox is closed (msg not
  * queued: the caller still owns it). Thread: any. */
 int synchro__mailbox_push(synchro_mailbox_t *mb, synchro_msg_t *msg);
+/* The same, then calls then(ud) before close can complete (to wake the
+ * consumer while it surely still exists). */
+int synchro__mailbox_push_then(synchro_mailbox_t *mb, synchro_msg_t *msg,
+                               void (*then)(void *ud), void *ud);
 /* Takes every queued message, oldest first (per producer order is kept).
  * Thread: the consumer. */
 synchro_msg_t *synchro__mailbox_take(synchro_mailbox_t *mb);

@@ -138,7 +138,7 @@ static void on_prepare(uv_prepare_t *handle) {
   /* Spin only while calls keep coming: an idle loop costs no CPU. */
   now = synchro__now_ns();
   while (now - S->last_activity_ns < LOOP_SPIN_NS &&
-         S->state == SYNCHRO_STATE_RUNNING) {
+         synchro__load(&S->state) == SYNCHRO_STATE_RUNNING) {
     unsigned i;
     for (i = 0; i < 64 && synchro__mailbox_empty(&S->mailbox); i++)
       synchro__cpu_relax();
@@ -285,7 +285,7 @@ int synchro__start(synchro_t *S) {
     }
     if (err != 0) {
       S->start_error = SYNCHRO_ETHREAD;
-      S->state = SYNCHRO_STATE_CLOSED;
+      synchro__store(&S->state, SYNCHRO_STATE_CLOSED);
       synchro__mailbox_close(&S->mailbox);
     } else {
       S->thread_started = 1;
@@ -294,7 +294,7 @@ int synchro__start(synchro_t *S) {
         live_add(S);
         synchro__store(&S->state, SYNCHRO_STATE_RUNNING);
       } else {
-        S->state = SYNCHRO_STATE_CLOSED;
+        synchro__store(&S->state, SYNCHRO_STATE_CLOSED);
         synchro__mailbox_close(&S->mailbox);
         uv_thread_join(&S->thread);
         S->thread_started = 0;
@@ -307,15 +307,15 @@ int synchro__start(synchro_t *S) {
   return err;
 }
 
-int synchro__send(synchro_t *S, synchro_msg_t *msg) {
-  int err = synchro__mailbox_push(&S->mailbox, msg);
-  if (err != 0)
-    return err;
+static void wake_if_parked(void *ud) {
+  synchro_t *S = ud;
   /* Dekker with on_prepare: our push is visible before we read parked. */
-  if (__atomic_load_n(&S->parked, __ATOMIC_SEQ_CST) &&
-      synchro__load(&S->state) != SYNCHRO_STATE_NEW)
+  if (__atomic_load_n(&S->parked, __ATOMIC_SEQ_CST))
     uv_async_send(&S->wakeup);
-  return 0;
+}
+
+int synchro__send(synchro_t *S, synchro_msg_t *msg) {
+  return synchro__mailbox_push_then(&S->mailbox, msg, wake_if_parked, S);
 }
 
 static void on_grace_expired(uv_timer_t *timer) {
@@ -332,7 +332,7 @@ void synchro__close(synchro_t *S, double grace) {
   uv_mutex_lock(&S->lock);
   switch (S->state) {
   case SYNCHRO_STATE_NEW:
-    S->state = SYNCHRO_STATE_CLOSED;
+    synchro__store(&S->state, SYNCHRO_STATE_CLOSED);
     synchro__mailbox_close(&S->mailbox);
     uv_mutex_unlock(&S->lock);
     drop_messages(S);
@@ -353,7 +353,7 @@ void synchro__close(synchro_t *S, double grace) {
   if (join) {
     /* Others closing at the same time wait on the lock for the join. */
     uv_thread_join(&S->thread);
-    S->state = SYNCHRO_STATE_CLOSED;
+    synchro__store(&S->state, SYNCHRO_STATE_CLOSED);
     live_remove(S);
   }
   uv_mutex_unlock(&S->lock);

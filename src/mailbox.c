@@ -11,7 +11,8 @@ void synchro__mailbox_init(synchro_mailbox_t *mb) {
   mb->pushers = 0;
 }
 
-int synchro__mailbox_push(synchro_mailbox_t *mb, synchro_msg_t *msg) {
+int synchro__mailbox_push_then(synchro_mailbox_t *mb, synchro_msg_t *msg,
+                               void (*then)(void *ud), void *ud) {
   synchro_msg_t *head;
   /* Dekker with mailbox_close: announce ourselves, then check closed. */
   __atomic_add_fetch(&mb->pushers, 1, __ATOMIC_SEQ_CST);
@@ -24,8 +25,16 @@ int synchro__mailbox_push(synchro_mailbox_t *mb, synchro_msg_t *msg) {
     msg->next = head;
   } while (!__atomic_compare_exchange_n(&mb->head, &head, msg, 1,
                                         __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+  /* Still inside the window that mailbox_close waits for: the consumer
+   * cannot have gone (and freed what then touches) yet. */
+  if (then != NULL)
+    then(ud);
   __atomic_sub_fetch(&mb->pushers, 1, __ATOMIC_SEQ_CST);
   return 0;
+}
+
+int synchro__mailbox_push(synchro_mailbox_t *mb, synchro_msg_t *msg) {
+  return synchro__mailbox_push_then(mb, msg, NULL, NULL);
 }
 
 synchro_msg_t *synchro__mailbox_take(synchro_mailbox_t *mb) {

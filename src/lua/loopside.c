@@ -44,7 +44,7 @@ void synchro__loopside_dispatch(synchro_t *S, synchro_msg_t *msg) {
   switch (msg->kind) {
   case SYNCHRO_MSG_CALL: {
     synchro_call_t *call = (synchro_call_t *)msg;
-    if (S->state != SYNCHRO_STATE_RUNNING) {
+    if (synchro__load(&S->state) != SYNCHRO_STATE_RUNNING) {
       lua_pushliteral(L, "ECANCELED: the synchronizer is closing");
       fail_call(L, call, SYNCHRO_CALL_CLOSED);
       break;
