@@ -131,7 +131,7 @@ describe("cancellation and shutdown", function()
     os.remove(marker)
   end)
 
-  it("process exit with tasks running runs their cleanup", function()
+  it("process exit with tasks running runs their cleanup #subprocess", function()
     local marker = util.tmpname()
     local h = util.spawn_lua(child_prelude() .. ([[
       local synchro = require "synchro"
@@ -155,7 +155,7 @@ describe("cancellation and shutdown", function()
     os.remove(marker)
   end)
 
-  it("os.exit with tasks running still runs their cleanup", function()
+  it("os.exit with tasks running still runs their cleanup #subprocess", function()
     local marker = util.tmpname()
     local h = util.spawn_lua(child_prelude() .. ([[
       local synchro = require "synchro"
@@ -178,7 +178,7 @@ describe("cancellation and shutdown", function()
   end)
 
   it("Ctrl-C in a blocked call cancels the task, waits for its cleanup, " ..
-    "then raises interrupted!", function()
+    "then raises interrupted! #subprocess", function()
       local marker = util.tmpname()
       local started = util.tmpname()
       local h = util.spawn_lua(child_prelude() .. ([[
@@ -216,7 +216,7 @@ describe("cancellation and shutdown", function()
       os.remove(started)
     end)
 
-  it("Ctrl-C inside synchro.run cancels its tasks, then raises", function()
+  it("Ctrl-C inside synchro.run cancels its tasks, then raises #subprocess", function()
     local marker = util.tmpname()
     local started = util.tmpname()
     local h = util.spawn_lua(child_prelude() .. ([[
@@ -249,7 +249,7 @@ describe("cancellation and shutdown", function()
     os.remove(started)
   end)
 
-  it("SYNCHRO_TRACEBACK=full shows every remote frame", function()
+  it("SYNCHRO_TRACEBACK=full shows every remote frame #subprocess", function()
     local h = util.spawn_lua(child_prelude() .. [[
       local synchro = require "synchro"
       local S = synchro.new()

@@ -12,6 +12,10 @@
 #include "lualib.h"
 #endif
 
+#ifdef SYNCHRO_LUAJIT
+#include "luajit.h" /* LUAJIT_VERSION; LuaJIT's lua.h does not say */
+#endif
+
 #if defined(LUAJIT_VERSION) || LUA_VERSION_NUM >= 502
 #define SYNCHRO_HAVE_UPVALUEJOIN 1
 #endif

@@ -1,5 +1,6 @@
 /* The Lua binding (module synchro.core): argument checks and conversions
  * only; the policy lives in the Lua modules under lua/synchro. */
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,6 +207,7 @@ static int l_loop_identity(lua_State *L) {
 static int l_define(lua_State *L) {
   synchro_t *S = check_S(L, 1);
   synchro_define_t *def;
+  int64_t id;
   luaL_checktype(L, 2, LUA_TFUNCTION);
   if (synchro__load(&S->state) >= SYNCHRO_STATE_CLOSING)
     return raise_closed(L, S);
@@ -220,13 +222,15 @@ static int l_define(lua_State *L) {
     return luaL_error(L, "bad argument #1 to 'wrap' (%s)",
                       lua_tostring(L, -1));
   }
-  def->fn_id = __atomic_fetch_add(&S->next_fn_id, 1, __ATOMIC_RELAXED);
+  id = __atomic_fetch_add(&S->next_fn_id, 1, __ATOMIC_RELAXED);
+  def->fn_id = id;
+  /* Once sent, def belongs to the loop thread. */
   if (synchro__send(S, &def->msg) != 0) {
     synchro__buf_free(&def->code);
     free(def);
     return raise_closed(L, S);
   }
-  lua_pushinteger(L, (lua_Integer)def->fn_id);
+  lua_pushinteger(L, (lua_Integer)id);
   return 1;
 }
 
@@ -324,6 +328,20 @@ static int l_traceback(lua_State *L) {
   return 1;
 }
 
+/* Loop threads and the exit handler run this module's code after the Lua
+ * state that loaded it may have unloaded it (lua_close dlcloses C
+ * modules): pin it in memory for the life of the process. */
+static void pin_module(void) {
+#ifdef RTLD_NODELETE
+  static int pinned;
+  Dl_info info;
+  if (synchro__xchg(&pinned, 1))
+    return;
+  if (dladdr(&pinned, &info) && info.dli_fname != NULL)
+    dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
+#endif
+}
+
 int synchro__lua_open(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"new", l_new},           {"close", l_close},
@@ -358,6 +376,7 @@ int synchro__lua_open(lua_State *L) {
   }
   lua_pop(L, 1);
 #endif
+  pin_module();
   luaL_newlib(L, funcs);
   synchro__timer_register(L);
   synchro__future_register(L);
