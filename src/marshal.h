@@ -1,6 +1,8 @@
 /* Marshalling: Lua values <-> one contiguous buffer, so that values can
  * cross from one lua_State to another (possibly on another thread).
- * Internal to synchro; see DESIGN.md section 2. */
+ * Internal to synchro; see DESIGN.md section 2. The encoder is marshal.c,
+ * the decoder unmarshal.c; the buffer format is documented at the top of
+ * marshal_format.h. */
 #ifndef SYNCHRO_MARSHAL_H
 #define SYNCHRO_MARSHAL_H
 
@@ -48,9 +50,12 @@ enum {
  * Returns 0 on success. On an unsupported value returns SYNCHRO_EMARSHAL,
  * pushes one string message "<path>: cannot send <what>" onto L and, if
  * bad_index is not NULL, stores the 1-based position (within the n values)
- * of the value that failed. buf's content past its old length is then
- * unspecified. Never raises except on memory errors. Leaves the stack as it
- * found it apart from the error message. Thread: the thread owning L. */
+ * of the value that failed. When buf cannot grow returns SYNCHRO_ENOMEM,
+ * pushes the message "out of memory" the same way and (bad_index not
+ * NULL) stores the position of the value being encoded, 0 if none yet.
+ * buf's content past its old length is then unspecified. Never raises
+ * except on memory errors. Leaves the stack as it found it apart from the
+ * error message. Thread: the thread owning L. */
 int synchro__marshal_encode(lua_State *L, int first, int n, int flags,
                             const char *root, synchro_buf_t *buf,
                             int *bad_index);
@@ -59,10 +64,11 @@ int synchro__marshal_encode(lua_State *L, int first, int n, int flags,
  * lua_State of the same Lua version) and pushes its values in order.
  * Returns the number of values pushed (>= 0), or a negative code
  * (SYNCHRO_EBADBUF for a truncated or corrupted buffer, SYNCHRO_EMARSHAL
- * when a module or extension cannot be resolved) with exactly one error
- * message string pushed instead. Never crashes on bad input; never raises
- * except on memory errors (require and extension decoders run protected).
- * Thread: the thread owning L. */
+ * when a module or extension cannot be resolved or the Lua stack cannot
+ * grow, SYNCHRO_ENOMEM when loading a function's bytecode runs out of
+ * memory) with exactly one error message string pushed instead. Never
+ * crashes on bad input; never raises except on memory errors (require and
+ * extension decoders run protected). Thread: the thread owning L. */
 int synchro__marshal_decode(lua_State *L, const char *data, size_t len);
 
 /* Extensions ("__synchro" marshaller): a table or full userdata whose

@@ -364,3 +364,45 @@ static int decode_value(decoder *d, int depth) {
 }
 
 int synchro__marshal_decode(lua_State *L, const char *data, size_t len) {
+  decoder d;
+  char msg[128];
+  size_t count = 0, i;
+  int rc = 0;
+  d.L = L;
+  d.start = d.p = d.end = (const unsigned char *)data;
+  d.base = lua_gettop(L);
+  d.refs = 0;
+  d.nrefs = 0;
+  luaL_checkstack(L, 4, "marshal");
+  lua_pushnil(L); /* base+1: the ref table */
+  if (data == NULL || len < 2 || d.p[0] != MAGIC) {
+    rc = corrupt(&d, "bad magic byte");
+  } else if (d.p[1] != VERSION) {
+    rc = corrupt(&d, "unsupported format version");
+  } else {
+    d.end = d.p + len;
+    d.p += 2;
+    rc = get_count(&d, 1, &count);
+    if (!rc && (count > INT_MAX - 16 || !lua_checkstack(L, (int)count + 8)))
+      rc = no_stack(&d);
+  }
+  for (i = 0; i < count && !rc; i++)
+    rc = decode_value(&d, 1);
+  if (!rc && d.p != d.end)
+    rc = corrupt(&d, "trailing bytes");
+  if (rc == 0) {
+    lua_remove(L, d.base + 1);
+    return (int)count;
+  }
+  if (d.why) {
+    if (d.code == SYNCHRO_EBADBUF)
+      snprintf(msg, sizeof msg, "corrupt buffer: %s at offset %zu", d.why,
+               d.at);
+    else
+      snprintf(msg, sizeof msg, "%s", d.why);
+    lua_pushstring(L, msg);
+    lua_replace(L, d.base + 1);
+  }
+  lua_settop(L, d.base + 1);
+  return rc;
+}

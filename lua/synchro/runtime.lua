@@ -41,12 +41,11 @@ local function format_traceback(tb)
   return "[loop thread] stack traceback:\n" .. table.concat(lines, "\n")
 end
 
-local function reply(task)
-  local key = task.call_key
+local function reply(task, ok, ...)
+  local key = task.tag
   calls[key] = nil
-  if task.ok then
-    local r = task.result
-    core.reply(key, true, unpack(r, 1, r.n))
+  if ok then
+    core.reply(key, true, ...)
   elseif task.err == sched.Cancelled and task.cancelled then
     core.reply(key, "cancelled")
   else
@@ -64,11 +63,8 @@ function R.call(key, id, ...)
     core.reply(key, false, fn or ("no function with id " .. tostring(id)), "")
     return
   end
-  local task = loop:spawn(fn, ...)
-  task.call_key = key
-  task.on_done = reply
-  calls[key] = task
-  loop:run_ready()
+  local task = loop:start(fn, reply, key, ...)
+  if task.state ~= "done" then calls[key] = task end
 end
 
 function R.cancel(key)

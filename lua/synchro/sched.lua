@@ -49,11 +49,10 @@ function M.new(backend)
   }, Sched)
 end
 
-local function worker(task)
-  while true do
-    local args = task.args
-    task = co_yield(DONE, pack(task.fn(unpack(args, 1, args.n))))
-  end
+-- A pooled coroutine runs one task after another: it is resumed with
+-- (task, args...) and yields (DONE, results...) when the task returns.
+local function worker(task, ...)
+  return worker(co_yield(DONE, task.fn(...)))
 end
 
 function Sched:push(task, sig, value)
@@ -64,54 +63,82 @@ function Sched:push(task, sig, value)
   task.sig, task.value = sig, value
 end
 
---- Creates a task running fn(...); it starts at the next run_ready().
-function Sched:spawn(fn, ...)
+local function new_task(self, fn)
   local task = setmetatable({
-    sched = self, fn = fn, args = pack(...),
-    cancelled = false, shield = 0, token = 0,
+    sched = self, fn = fn, cancelled = false, shield = 0, token = 0,
   }, Task)
   self.live[task] = true
   self.nlive = self.nlive + 1
+  return task
+end
+
+--- Creates a task running fn(...); it starts at the next run_ready().
+function Sched:spawn(fn, ...)
+  local task = new_task(self, fn)
+  task.args = pack(...)
   self:push(task, task, nil)
   return task
 end
 
-function Sched:finish(task, ok, value)
+--- Creates a task running fn(...) and runs it at once, up to its first
+--- wait; on_done(task, ok, ...) gets its outcome, and task.tag is tag.
+--- Used for calls from another thread, whose results the task need not
+--- keep.
+function Sched:start(fn, on_done, tag, ...)
+  local task = new_task(self, fn)
+  task.on_done = on_done
+  task.tag = tag
+  task.discard = true
+  if self.running then
+    task.args = pack(...)
+    self:push(task, task, nil)
+  else
+    self.running = true
+    local ok, err = pcall(self.resume, self, task, self:take_coroutine(task),
+      task, ...)
+    self.running = false
+    if not ok then error(err, 0) end
+    self:run_ready()
+  end
+  return task
+end
+
+function Sched:finish(task, ok, ...)
   task.state = "done"
   task.ok = ok
-  if ok then task.result = value else task.err = value end
+  if not ok then
+    task.err = ...
+  elseif not task.discard then
+    task.result = pack(...)
+  end
   self.live[task] = nil
   self.nlive = self.nlive - 1
   local joiners = task.joiners
   task.joiners = nil
-  if task.on_done then task.on_done(task) end
+  if task.on_done then task.on_done(task, ok, ...) end
   if joiners then
     for i = 1, #joiners do joiners[i](task) end
   end
   if self.nlive == 0 and self.on_empty then self.on_empty() end
 end
 
-function Sched:step(task)
-  local co = task.co
-  local sig, value = task.sig, task.value
-  task.sig, task.value = nil, nil
-  if co == nil then -- first run: take a pooled coroutine
-    local pool = self.pool
-    local n = #pool
-    if n > 0 then
-      co = pool[n]
-      pool[n] = nil
-    else
-      co = co_create(worker)
-    end
-    task.co = co
-    sig = task
+function Sched:take_coroutine(task)
+  local pool = self.pool
+  local n = #pool
+  local co
+  if n > 0 then
+    co = pool[n]
+    pool[n] = nil
+  else
+    co = co_create(worker)
   end
-  local prev = M.current
-  M.current = task
-  task.state = "running"
-  local ok, a, b = co_resume(co, sig, value)
-  M.current = prev
+  task.co = co
+  return co
+end
+
+function Sched:after(task, co, ok, a, ...)
+  M.current = task.prev
+  task.prev = nil
   if not ok then
     task.traceback = traceback(co)
     task.co = nil
@@ -121,13 +148,33 @@ function Sched:step(task)
     task.co = nil
     local pool = self.pool
     if #pool < POOL_MAX then pool[#pool + 1] = co end
-    self:finish(task, true, b)
+    self:finish(task, true, ...)
   elseif a == SUSPEND then
     task.state = "waiting"
   else
     -- A bare coroutine.yield() inside a task just lets others run.
     self:push(task, WAKE, nil)
   end
+end
+
+function Sched:resume(task, co, ...)
+  task.prev = M.current
+  M.current = task
+  task.state = "running"
+  return self:after(task, co, co_resume(co, ...))
+end
+
+function Sched:step(task)
+  local co = task.co
+  if co == nil then -- first run
+    local args = task.args
+    task.args = nil
+    return self:resume(task, self:take_coroutine(task), task,
+      unpack(args, 1, args.n))
+  end
+  local sig, value = task.sig, task.value
+  task.sig, task.value = nil, nil
+  return self:resume(task, co, sig, value)
 end
 
 --- Runs ready tasks until none is left.

@@ -4,7 +4,7 @@
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined \
  *     -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -Isrc -Iinclude \
- *     -I/usr/include/lua5.4 spec/fuzz/fuzz-marshal.c src/marshal.c \
+ *     -I/usr/include/lua5.4 spec/fuzz/fuzz-marshal.c src/marshal.c src/unmarshal.c \
  *     -llua5.4 -o /tmp/fuzz-marshal
  *   /tmp/fuzz-marshal -max_total_time=60 /tmp/corpus
  *
