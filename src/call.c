@@ -1,16 +1,27 @@
 /* Calls and notifiers. A call is shared by the thread that made it and the
  * loop that runs it; it lives until both have let go. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
 /* listener states besides a real notifier pointer */
 #define LISTENER_DONE ((synchro_notifier_t *)(uintptr_t)1)
 
+void *synchro__alloc_aligned(size_t size) {
+  void *p = NULL;
+  if (posix_memalign(&p, SYNCHRO_CACHELINE, size) != 0)
+    return NULL;
+  memset(p, 0, size);
+  return p;
+}
+
 synchro_call_t *synchro__call_new(synchro_t *S, int64_t fn_id) {
-  synchro_call_t *call = calloc(1, sizeof(*call));
+  synchro_call_t *call = synchro__alloc_aligned(sizeof(*call));
   if (call == NULL)
     return NULL;
+  synchro__buf_use(&call->args, call->args_inline, SYNCHRO_CALL_INLINE);
+  synchro__buf_use(&call->reply, call->reply_inline, SYNCHRO_CALL_INLINE);
   call->msg.kind = SYNCHRO_MSG_CALL;
   call->refs = 1;
   call->fn_id = fn_id;

@@ -29,6 +29,16 @@
 #define synchro__cpu_relax() ((void)0)
 #endif
 
+/* Fields written by different threads go on different cache lines. */
+#define SYNCHRO_CACHELINE 64
+#if defined(__GNUC__) || defined(__clang__)
+#define SYNCHRO_ALIGNED __attribute__((aligned(SYNCHRO_CACHELINE)))
+#else
+#define SYNCHRO_ALIGNED
+#endif
+/* Allocates zeroed memory aligned to a cache line; release with free(). */
+void *synchro__alloc_aligned(size_t size);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t synchro__now_ns(void);
 
@@ -99,18 +109,25 @@ enum {
   SYNCHRO_CALL_CLOSED = 3     /* the Synchronizer closed under the call */
 };
 
+/* Arguments and results this small need no allocation. */
+#define SYNCHRO_CALL_INLINE 112
+
 struct synchro_call {
+  /* Written by the caller before it sends the call. */
   synchro_msg_t msg; /* kind SYNCHRO_MSG_CALL; first member */
   int refs;
-  synchro_event_t done;
-  int status;       /* written before done is set */
+  int cancel_sent;
   int64_t fn_id;
-  synchro_t *S;     /* holds a reference */
+  synchro_t *S; /* holds a reference */
   synchro_buf_t args;
-  synchro_buf_t reply;
+  char args_inline[SYNCHRO_CALL_INLINE];
+  /* Written by the loop when the call completes. */
+  SYNCHRO_ALIGNED synchro_event_t done;
+  int status; /* written before done is set */
   synchro_notifier_t *listener; /* see synchro__call_listen */
   synchro_call_t *done_next;    /* link in a notifier's completed list */
-  int cancel_sent;
+  synchro_buf_t reply;
+  char reply_inline[SYNCHRO_CALL_INLINE];
 };
 
 synchro_call_t *synchro__call_new(synchro_t *S, int64_t fn_id);
@@ -170,11 +187,14 @@ typedef struct synchro_cancel {
 typedef int (*synchro_vm_init_cb)(lua_State *L, synchro_t *S);
 
 struct synchro {
-  int refs;
+  /* Hot: producers push here, the loop polls it. */
+  SYNCHRO_ALIGNED synchro_mailbox_t mailbox;
+  SYNCHRO_ALIGNED int parked; /* the loop sleeps: producers uv_async_send */
   int state;
-  synchro_mailbox_t mailbox;
-  int parked; /* the loop sleeps in poll: producers must uv_async_send */
-  int64_t next_fn_id;
+  /* Every call takes a reference: keep it off the loop's lines. */
+  SYNCHRO_ALIGNED int refs;
+  /* Colder: set up once, or written rarely. */
+  SYNCHRO_ALIGNED int64_t next_fn_id;
   char *name;
   char *path;
   char *cpath;

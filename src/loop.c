@@ -37,7 +37,7 @@ static char *dup_or_null(const char *s) {
 
 synchro_t *synchro__new(const char *name, const char *path,
                         const char *cpath, synchro_vm_init_cb vm_init) {
-  synchro_t *S = calloc(1, sizeof(*S));
+  synchro_t *S = synchro__alloc_aligned(sizeof(*S));
   if (S == NULL)
     return NULL;
   S->refs = 1;

@@ -19,10 +19,19 @@
 void synchro__buf_init(synchro_buf_t *buf) {
   buf->data = NULL;
   buf->len = buf->cap = 0;
+  buf->borrowed = 0;
+}
+
+void synchro__buf_use(synchro_buf_t *buf, char *storage, size_t size) {
+  buf->data = storage;
+  buf->len = 0;
+  buf->cap = size;
+  buf->borrowed = 1;
 }
 
 void synchro__buf_free(synchro_buf_t *buf) {
-  free(buf->data);
+  if (!buf->borrowed)
+    free(buf->data);
   synchro__buf_init(buf);
 }
 
@@ -37,10 +46,17 @@ int synchro__buf_reserve(synchro_buf_t *buf, size_t extra) {
   cap = buf->cap < 64 ? 64 : buf->cap;
   while (cap < need)
     cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-  data = realloc(buf->data, cap);
+  if (buf->borrowed) {
+    data = malloc(cap);
+    if (data != NULL && buf->len > 0)
+      memcpy(data, buf->data, buf->len);
+  } else {
+    data = realloc(buf->data, cap);
+  }
   if (data == NULL)
     return SYNCHRO_ENOMEM;
   buf->data = data;
+  buf->borrowed = 0;
   buf->cap = cap;
   return 0;
 }

@@ -17,9 +17,13 @@ typedef struct synchro_buf {
   char *data;
   size_t len;
   size_t cap;
+  int borrowed; /* data is storage the buffer does not own (see buf_use) */
 } synchro_buf_t;
 
 void synchro__buf_init(synchro_buf_t *buf);
+/* Starts the buffer on caller-owned storage of size bytes (a small inline
+ * array, say); it moves to the heap only if it outgrows it. */
+void synchro__buf_use(synchro_buf_t *buf, char *storage, size_t size);
 void synchro__buf_free(synchro_buf_t *buf);
 /* Makes room for extra more bytes; returns 0 or SYNCHRO_ENOMEM. */
 int synchro__buf_reserve(synchro_buf_t *buf, size_t extra);
