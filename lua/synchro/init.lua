@@ -90,7 +90,7 @@ function Wrapped.__call(self, ...)
   if sched.current ~= nil and can_await() then
     return await_call(self._ud, self._id, ...)
   end
-  return core_call(self._ud, self._id, self._timeout, ...)
+  return core_call(self, ...)
 end
 
 function Wrapped.__tostring(self)

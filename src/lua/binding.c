@@ -67,43 +67,73 @@ static int raise_closed(lua_State *L, synchro_t *S) {
   return luaL_error(L, "ECLOSED: synchronizer '%s' is closed", S->name);
 }
 
-/* The name the wrapped function was called by, for error messages: the
- * caller's frame is Wrapped.__call, whose name Lua may know; otherwise
- * its self (the wrapped function's table) carries one. Error path only. */
-static const char *caller_name(lua_State *L) {
+/* Finds a local or upvalue of the function running at level that holds
+ * the value at index self (absolute); returns its name or NULL. */
+static const char *name_in_frame(lua_State *L, int level, int self) {
+  lua_Debug ar;
+  const char *name;
+  int i;
+  if (!lua_getstack(L, level, &ar))
+    return NULL;
+  for (i = 1; (name = lua_getlocal(L, &ar, i)) != NULL; i++) {
+    int same = lua_rawequal(L, -1, self);
+    lua_pop(L, 1);
+    if (same && name[0] != '(' && strcmp(name, "self") != 0)
+      return name;
+  }
+  if (!lua_getinfo(L, "f", &ar))
+    return NULL;
+  for (i = 1; (name = lua_getupvalue(L, -1, i)) != NULL; i++) {
+    int same = lua_rawequal(L, -1, self);
+    lua_pop(L, 1);
+    if (same) {
+      lua_pop(L, 1);
+      return name;
+    }
+  }
+  lua_pop(L, 1);
+  return NULL;
+}
+
+/* The name a wrapped function was called by, for error messages (error
+ * path only): the variable holding it in the calling frame, else the name
+ * Lua gives the frame, else the wrapped function's own name. self is the
+ * wrapped function's table, or 0. */
+static const char *caller_name(lua_State *L, int self) {
   lua_Debug ar;
   const char *name = NULL;
-  if (!lua_getstack(L, 1, &ar))
-    return "?";
-  if (lua_getinfo(L, "n", &ar) && ar.name != NULL &&
-      strcmp(ar.name, "?") != 0)
-    return ar.name;
-  if (lua_getlocal(L, &ar, 1) != NULL) {
-    if (lua_type(L, -1) == LUA_TTABLE) {
-      lua_getfield(L, -1, "_name");
-      name = lua_tostring(L, -1); /* kept alive by the table */
-      lua_pop(L, 1);
-    }
+  int level;
+  for (level = 1; self != 0 && level <= 2 && name == NULL; level++)
+    name = name_in_frame(L, level, self);
+  if (name == NULL && lua_getstack(L, 1, &ar) && lua_getinfo(L, "n", &ar) &&
+      ar.name != NULL && strcmp(ar.name, "?") != 0 &&
+      strcmp(ar.name, "__call") != 0)
+    name = ar.name;
+  if (name == NULL && self != 0) {
+    lua_getfield(L, self, "_name");
+    name = lua_tostring(L, -1); /* kept alive by the table */
     lua_pop(L, 1);
   }
   return name != NULL ? name : "?";
 }
 
-/* Encodes call arguments L[first..top]; raises "bad argument" on failure. */
-static void encode_args(lua_State *L, int first, synchro_call_t *call) {
+/* Encodes call arguments L[first..top]; raises "bad argument" on failure.
+ * self: see caller_name. */
+static void encode_args(lua_State *L, int first, int self,
+                        synchro_call_t *call) {
   int bad = 0, n = lua_gettop(L) - first + 1;
   if (synchro__marshal_encode(L, first, n, SYNCHRO_MARSHAL_DATA, "args",
                               &call->args, &bad) != 0) {
     synchro__call_unref(call);
-    luaL_error(L, "bad argument #%d to '%s' (%s)", bad, caller_name(L),
-               lua_tostring(L, -1));
+    luaL_error(L, "bad argument #%d to '%s' (%s)", bad,
+               caller_name(L, self), lua_tostring(L, -1));
   }
 }
 
 /* Creates and sends a call of S's function id with the arguments from
  * stack slot first on. Raises on misuse. */
 static synchro_call_t *submit(lua_State *L, synchro_t *S, lua_Integer id,
-                              int first) {
+                              int first, int self) {
   synchro_call_t *call;
   int err = synchro__start(S);
   if (err != 0)
@@ -111,7 +141,7 @@ static synchro_call_t *submit(lua_State *L, synchro_t *S, lua_Integer id,
   call = synchro__call_new(S, (int64_t)id);
   if (call == NULL)
     luaL_error(L, "not enough memory");
-  encode_args(L, first, call);
+  encode_args(L, first, self, call);
   synchro__call_ref(call); /* the loop's */
   if (synchro__send(S, &call->msg) != 0) {
     synchro__call_unref(call);
@@ -280,17 +310,26 @@ int synchro__push_reply(lua_State *L, synchro_call_t *call) {
   return n;
 }
 
-/* core.call(S, id, timeout, ...) -> results: the blocking call. */
+/* core.call(wrapped, ...) -> results: the blocking call. wrapped is the
+ * wrapped function's table: _ud (the synchronizer), _id, _timeout. */
 static int l_call(lua_State *L) {
-  synchro_t *S = check_S(L, 1);
-  lua_Integer id = luaL_checkinteger(L, 2);
-  double timeout = luaL_optnumber(L, 3, SYNCHRO_WAIT_FOREVER);
-  int n, rc;
+  synchro_t *S;
+  lua_Integer id;
+  double timeout;
+  int n, rc, top = lua_gettop(L);
   synchro_call_t *call;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "_ud"); /* the table keeps it alive */
+  S = check_S(L, top + 1);
+  lua_getfield(L, 1, "_id");
+  id = luaL_checkinteger(L, top + 2);
+  lua_getfield(L, 1, "_timeout");
+  timeout = luaL_optnumber(L, top + 3, SYNCHRO_WAIT_FOREVER);
+  lua_settop(L, top);
   if (synchro__is_loop_thread(S))
     return luaL_error(L, "a blocking call cannot run on its own "
                          "synchronizer's loop thread");
-  call = submit(L, S, id, 4);
+  call = submit(L, S, id, 2, 1);
   rc = synchro__event_wait(&call->done, timeout, synchro__interrupted, L);
   if (rc != 0) {
     /* Timed out or Ctrl-C: cancel, and let the task's cleanup finish. */
@@ -306,7 +345,7 @@ static int l_call(lua_State *L) {
       synchro__call_unref(call);
       lua_pushnil(L);
       lua_pushfstring(L, "ETIMEDOUT: '%s' timed out after %f s",
-                      caller_name(L), timeout);
+                      caller_name(L, 1), timeout);
       lua_pushliteral(L, "ETIMEDOUT");
       return 3;
     }
@@ -391,7 +430,7 @@ SYNCHRO_API int luaopen_synchro_core(lua_State *L) {
 static int l_submit(lua_State *L) {
   synchro_t *S = check_S(L, 1);
   lua_Integer id = luaL_checkinteger(L, 2);
-  synchro_call_t *call = submit(L, S, id, 3);
+  synchro_call_t *call = submit(L, S, id, 3, 0);
   synchro_call_t **box = lua_newuserdata(L, sizeof(*box));
   *box = call;
   luaL_setmetatable(L, "synchro.Future");
