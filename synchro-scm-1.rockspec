@@ -27,6 +27,6 @@ build = {
     LUA_LIBDIR = "$(LUA_LIBDIR)",
     LUADIR = "$(LUADIR)",
     LIBDIR = "$(LIBDIR)",
-    SYNCHRO_LUA = "$(LUA_VERSION)",
+    SYNCHRO_MODULE_ONLY = "ON",
   },
 }
