@@ -98,7 +98,7 @@ describe("synchro.aio on the loop", function()
     local work = S:wrap(function()
       local aio = require "synchro.aio"
       shield_steps = {} -- luacheck: ignore
-      local ok, err = pcall(aio.sleep, 10)
+      local _, err = pcall(aio.sleep, 10)
       table.insert(shield_steps, "cancelled") -- luacheck: ignore
       aio.shield(function()
         aio.sleep(0.05) -- awaiting here works despite the cancel

@@ -32,6 +32,41 @@ cf=$(grep -cE 'Test +#[0-9]+: .*(Failed|Timeout|Exception|Not Run)' "$log/ctest.
 grep -E 'Failed|Timeout|check failed' "$log/ctest.txt" | head -20
 passed=$((passed + cp)); failed=$((failed + cf))
 
+echo "== luacheck, and a clang build with warnings as errors"
+if luacheck -q lua spec examples bench >"$log/luacheck.txt" 2>&1; then
+  echo "PASS luacheck"; passed=$((passed + 1))
+else
+  echo "FAIL luacheck"; cat "$log/luacheck.txt"; failed=$((failed + 1))
+fi
+if CC=clang cmake -S . -B build/clang -DSYNCHRO_LUA=5.4 -DSYNCHRO_WERROR=ON \
+     >"$log/clang.txt" 2>&1 &&
+   cmake --build build/clang -j 2 >>"$log/clang.txt" 2>&1; then
+  echo "PASS clang-build"; passed=$((passed + 1))
+else
+  echo "FAIL clang-build"; tail -n 30 "$log/clang.txt"; failed=$((failed + 1))
+fi
+
+echo "== luarocks make (offline, into a temp tree), then require from /"
+tree=$(mktemp -d)
+src=$(mktemp -d)
+git ls-files -z | xargs -0 -I{} cp --parents {} "$src" 2>/dev/null ||
+  cp -r . "$src"
+if (cd "$src" && luarocks --lua-version=5.4 --tree="$tree" make \
+      synchro-scm-1.rockspec >"$log/luarocks.txt" 2>&1) &&
+   (cd / && eval "$(luarocks --lua-version=5.4 --tree="$tree" path)" &&
+      lua5.4 -e 'local s = require "synchro"
+        local S = s.new()
+        assert(S:wrap(function(x) return x * 2 end)(21) == 42)
+        S:close()'); then
+  echo "PASS luarocks-make"
+  passed=$((passed + 1))
+else
+  echo "FAIL luarocks-make"
+  tail -n 20 "$log/luarocks.txt"
+  failed=$((failed + 1))
+fi
+rm -rf "$tree" "$src"
+
 if [ "${SYNCHRO_SKIP_SANITIZE:-0}" != 1 ]; then
   echo "== sanitizers and valgrind"
   if tools/sanitize.sh >"$log/sanitize.txt" 2>&1; then

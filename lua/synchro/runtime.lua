@@ -5,14 +5,13 @@ local core = require "synchro.core"
 local sched = require "synchro.sched"
 
 local R = {}
-local unpack = table.unpack or unpack
 
 local loop = sched.new({ timer = core.timer, now = core.now })
 R.sched = loop
 sched.loop = loop
 
 -- Lua 5.1: let tasks yield through pcall and xpcall.
-pcall, xpcall = sched.yieldable_pcalls()
+pcall, xpcall = sched.yieldable_pcalls() -- luacheck: ignore 121
 
 local fns = {}         -- function id -> function, or an error message
 local calls = {}       -- call key -> task

@@ -514,7 +514,7 @@ function M.yieldable_pcalls()
     M.children[co] = M.current
     return finish(co, handler, co_resume(co, ...))
   end
-  local function ypcall(fn, ...)
+  local function safe_pcall(fn, ...)
     if M.current == nil then return pcall(fn, ...) end
     return ypcall_impl(nil, fn, ...)
   end
@@ -526,7 +526,7 @@ function M.yieldable_pcalls()
     end
     return ypcall_impl(handler, fn, ...)
   end
-  return ypcall, yxpcall
+  return safe_pcall, yxpcall
 end
 
 ypcall = M.yieldable_pcalls()
