@@ -19,14 +19,22 @@ local closing = false
 local SHORT_FRAMES = 6
 
 --- The remote frames of a failed task, marked as coming from the loop.
-local function format_traceback(tb)
+local function format_traceback(task)
+  local tb = task.traceback
   if tb == nil then return "" end
   local full_traceback = os.getenv("SYNCHRO_TRACEBACK") == "full"
+  local info = debug.getinfo(task.fn, "S")
+  local main = ("in function <%s:%d>"):format(info.short_src,
+    info.linedefined)
   local lines = {}
   for line in tb:gmatch("[^\n]+") do
     if line ~= "stack traceback:" then
+      -- the scheduler calls the task's function as task.fn
+      line = line:gsub("in %a+ 'fn'$", main)
       local internal = line:find("synchro/sched.lua", 1, true) or
         line:find("synchro/runtime.lua", 1, true) or
+        line:find("(...tail calls...)", 1, true) or
+        line:find("^%s*%(tail call%)") or
         line:find("^%s*%[C%]: in %?$")
       if full_traceback or not internal then lines[#lines + 1] = line end
     end
@@ -48,7 +56,7 @@ local function reply(task, ok, ...)
   elseif task.err == sched.Cancelled and task.cancelled then
     core.reply(key, "cancelled")
   else
-    core.reply(key, false, task.err, format_traceback(task.traceback))
+    core.reply(key, false, task.err, format_traceback(task))
   end
 end
 
