@@ -29,6 +29,36 @@ describe("S:wrap", function()
     assert.is_nil(require("synchro.core").loop_identity())
   end)
 
+  it("gives the loop VM the creator's package.path and cpath", function()
+    local paths = S:wrap(function() return package.path, package.cpath end)
+    local path, cpath = paths()
+    assert.are.equal(package.path, path)
+    assert.are.equal(package.cpath, cpath)
+  end)
+
+  it("blocks every signal on the loop thread", function()
+    local mask = S:wrap(function()
+      local f = io.open("/proc/thread-self/status")
+      if not f then return nil end
+      local text = f:read("*a")
+      f:close()
+      return text:match("SigBlk:%s*(%x+)")
+    end)
+    local hex = mask()
+    if hex == nil then
+      pending("no /proc/thread-self here")
+      return
+    end
+    local function blocked(sig) -- bit sig-1 of the mask
+      local at = #hex - math.floor((sig - 1) / 4)
+      local digit = tonumber(hex:sub(at, at), 16)
+      return math.floor(digit / 2 ^ ((sig - 1) % 4)) % 2 == 1
+    end
+    for _, sig in ipairs({ 1, 2, 3, 13, 14, 15, 17, 28 }) do
+      assert.is_true(blocked(sig), "signal " .. sig .. " not blocked")
+    end
+  end)
+
   it("keeps nil, booleans, and trailing nils", function()
     local echo = S:wrap(function(...) return select("#", ...), ... end)
     local n, a, b, c, d = echo(nil, true, false, nil)
