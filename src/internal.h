@@ -245,8 +245,26 @@ void synchro__loopside_close(synchro_t *S, double grace);
 /* After the loop stopped: calls still running end as closed. */
 void synchro__loopside_shutdown(synchro_t *S);
 
-/* ---- timer.c ---- */
+/* ---- lua/loopaux.c: for the loop VM's C functions ---- */
+/* The Synchronizer whose loop runs L's VM; raises elsewhere. */
+synchro_t *synchro__loop_of(lua_State *L);
+/* Pushes nil, "ENAME: message", "ENAME" for a libuv (or synchro) error
+ * code and returns 3. */
+int synchro__push_uv_error(lua_State *L, int err);
+/* Calls the function in registry ref with the nargs values on top of L
+ * (popped), protected; an error is reported on stderr. Loop thread. */
+void synchro__call_ref_fn(lua_State *L, int ref, int nargs);
+
+/* ---- registration of the loop VM's C functions into synchro.core ---- */
+/* Each adds its functions to the table on top of L. */
 void synchro__timer_register(lua_State *L);
+void synchro__loopaux_register(lua_State *L);
+void synchro__fs_register(lua_State *L);
+void synchro__tcp_register(lua_State *L);
+void synchro__udp_register(lua_State *L);
+void synchro__dns_register(lua_State *L);
+void synchro__process_register(lua_State *L);
+void synchro__workers_register(lua_State *L);
 
 /* ---- lua/binding.c and lua/future.c ---- */
 int synchro__lua_open(lua_State *L);

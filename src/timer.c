@@ -37,19 +37,9 @@ static loop_timer_t *check_timer(lua_State *L) {
   return box->timer;
 }
 
-static synchro_t *loop_of(lua_State *L) {
-  synchro_t *S;
-  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.loop");
-  S = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  if (S == NULL)
-    luaL_error(L, "timers exist only on a synchronizer's loop");
-  return S;
-}
-
 /* core.timer(fn) -> timer */
 static int timer_new(lua_State *L) {
-  synchro_t *S = loop_of(L);
+  synchro_t *S = synchro__loop_of(L);
   timer_box_t *box;
   loop_timer_t *t;
   luaL_checktype(L, 1, LUA_TFUNCTION);

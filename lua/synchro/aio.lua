@@ -114,6 +114,21 @@ function aio.current()
   return nil
 end
 
+-- The I/O modules load on first use: aio.fs, aio.tcp, aio.udp, aio.dns,
+-- aio.process. Tasks' synchronization (channel, event, semaphore, lock,
+-- interval) comes from synchro.aio.sync.
+local lazy = { fs = true, tcp = true, udp = true, dns = true, process = true }
+setmetatable(aio, {
+  __index = function(t, k)
+    if lazy[k] then
+      local m = require("synchro.aio." .. k)
+      rawset(t, k, m)
+      return m
+    end
+  end,
+})
+for k, v in pairs(require "synchro.aio.sync") do aio[k] = v end
+
 --- True when err is the cancellation error.
 function aio.is_cancelled(err)
   return err == sched.Cancelled

@@ -418,6 +418,13 @@ int synchro__lua_open(lua_State *L) {
   pin_module();
   luaL_newlib(L, funcs);
   synchro__timer_register(L);
+  synchro__loopaux_register(L);
+  synchro__fs_register(L);
+  synchro__tcp_register(L);
+  synchro__udp_register(L);
+  synchro__dns_register(L);
+  synchro__process_register(L);
+  synchro__workers_register(L);
   synchro__future_register(L);
   return 1;
 }

@@ -1,0 +1,2 @@
+-- synchro.aio.dns (being written)
+return {}

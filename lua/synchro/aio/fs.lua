@@ -1,0 +1,2 @@
+-- synchro.aio.fs (being written)
+return {}

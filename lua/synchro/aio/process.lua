@@ -1,0 +1,2 @@
+-- synchro.aio.process (being written)
+return {}

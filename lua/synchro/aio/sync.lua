@@ -1,0 +1,2 @@
+-- synchro.aio.sync (being written)
+return {}

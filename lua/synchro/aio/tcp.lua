@@ -1,0 +1,2 @@
+-- synchro.aio.tcp (being written)
+return {}

@@ -1,0 +1,2 @@
+-- synchro.aio.udp (being written)
+return {}
