@@ -87,8 +87,7 @@ static void test_complete_from_thread(void) {
     c.delay_ms = i % 2 == 0 ? 0 : 80; /* while spinning, or parked */
     synchro__call_ref(c.call);
     CHECK_EQ_INT(uv_thread_create(&t, complete_later, &c), 0);
-    CHECK_EQ_INT(synchro__event_wait(&c.call->done, WAIT_LONG, NULL, NULL),
-                 0);
+    CHECK_EQ_INT(synchro__event_wait(&c.call->done, WAIT_LONG, NULL, NULL), 0);
     /* status and reply were written before done was set */
     CHECK_EQ_INT(c.call->status, statuses[i]);
     CHECK_EQ_INT(c.call->reply.len, 7);
@@ -119,7 +118,7 @@ static void test_listen_before_complete(void) {
   synchro__call_complete(call, SYNCHRO_CALL_OK);
   CHECK(synchro__event_is_set(&call->done));
   CHECK(synchro__event_is_set(&n->ready));
-  CHECK_EQ_INT(n->refs, 1); /* the call let go of the listener */
+  CHECK_EQ_INT(n->refs, 1);       /* the call let go of the listener */
   CHECK_EQ_INT(refs_of(call), 2); /* ours + the notifier's */
   CHECK(synchro__notifier_take(n) == call);
   CHECK(call->done_next == NULL);
@@ -216,7 +215,7 @@ static void test_unref_releases(void) {
   CHECK_EQ_INT(synchro__call_listen(pending, n), 0);
   synchro__call_complete(done, SYNCHRO_CALL_OK);
   CHECK_EQ_INT(refs_of(done), 2);
-  CHECK_EQ_INT(n->refs, 2); /* ours + pending's */
+  CHECK_EQ_INT(n->refs, 2);   /* ours + pending's */
   synchro__notifier_unref(n); /* pending keeps it alive */
   CHECK_EQ_INT(refs_of(done), 2);
   synchro__call_unref(pending); /* frees pending, then n, which drops done */
@@ -328,8 +327,7 @@ static void test_complete_races(void) {
     CHECK_EQ_INT(synchro__mailbox_push(&fl.mb, &call->msg), 0);
     if (i % 3 == 0) {
       /* plain waiter; the loop may still be inside complete */
-      CHECK_EQ_INT(synchro__event_wait(&call->done, WAIT_LONG, NULL, NULL),
-                   0);
+      CHECK_EQ_INT(synchro__event_wait(&call->done, WAIT_LONG, NULL, NULL), 0);
     } else {
       CHECK_EQ_INT(synchro__call_listen(call, n), 0);
       CHECK_EQ_INT(synchro__event_wait(&n->ready, WAIT_LONG, NULL, NULL), 0);

@@ -7,7 +7,7 @@
 #include "internal.h"
 #include "test.h"
 
-#define PRODUCERS 4
+#define PRODUCERS    4
 #define PER_PRODUCER 100000
 
 typedef struct {
@@ -92,6 +92,73 @@ static void test_push_after_close(void) {
   CHECK_EQ_INT(synchro__mailbox_push(&mb, &b.msg), SYNCHRO_ECLOSED);
   CHECK(synchro__mailbox_take(&mb) == NULL);
   synchro__mailbox_close(&mb); /* twice is fine */
+}
+
+typedef struct {
+  synchro_mailbox_t *mb;
+  int calls;             /* then() calls */
+  int entered;           /* then() is running */
+  int release;           /* lets then() return */
+  int finished;          /* then() returned */
+  int finished_at_close; /* finished, as seen right after close returned */
+} then_ctx_t;
+
+static void count_then(void *ud) { ((then_ctx_t *)ud)->calls++; }
+
+static void blocking_then(void *ud) {
+  then_ctx_t *ctx = ud;
+  __atomic_store_n(&ctx->entered, 1, __ATOMIC_RELEASE);
+  while (!__atomic_load_n(&ctx->release, __ATOMIC_ACQUIRE))
+    uv_sleep(1);
+  __atomic_store_n(&ctx->finished, 1, __ATOMIC_RELEASE);
+}
+
+static void push_blocking(void *arg) {
+  then_ctx_t *ctx = arg;
+  static item_t item;
+  CHECK_EQ_INT(
+      synchro__mailbox_push_then(ctx->mb, &item.msg, blocking_then, ctx), 0);
+}
+
+static void close_mailbox(void *arg) {
+  then_ctx_t *ctx = arg;
+  synchro__mailbox_close(ctx->mb);
+  ctx->finished_at_close = __atomic_load_n(&ctx->finished, __ATOMIC_ACQUIRE);
+}
+
+/* push_then runs its callback once, only for an accepted message, and a
+ * close waits until a callback in progress has returned. */
+static void test_push_then(void) {
+  synchro_mailbox_t mb;
+  then_ctx_t ctx;
+  item_t a, b;
+  uv_thread_t pusher, closer;
+  synchro_msg_t *m;
+  memset(&ctx, 0, sizeof(ctx));
+  memset(&a, 0, sizeof(a));
+  memset(&b, 0, sizeof(b));
+  synchro__mailbox_init(&mb);
+  ctx.mb = &mb;
+  CHECK_EQ_INT(synchro__mailbox_push_then(&mb, &a.msg, count_then, &ctx), 0);
+  CHECK_EQ_INT(ctx.calls, 1);
+  CHECK(synchro__mailbox_take(&mb) == &a.msg);
+
+  CHECK_EQ_INT(uv_thread_create(&pusher, push_blocking, &ctx), 0);
+  while (!__atomic_load_n(&ctx.entered, __ATOMIC_ACQUIRE))
+    uv_sleep(1);
+  CHECK_EQ_INT(uv_thread_create(&closer, close_mailbox, &ctx), 0);
+  uv_sleep(30); /* give the close a chance to return too early */
+  __atomic_store_n(&ctx.release, 1, __ATOMIC_RELEASE);
+  uv_thread_join(&closer);
+  uv_thread_join(&pusher);
+  CHECK_EQ_INT(ctx.finished_at_close, 1);
+  m = synchro__mailbox_take(&mb); /* the blocked push was accepted */
+  CHECK(m != NULL && m->next == NULL);
+
+  CHECK_EQ_INT(synchro__mailbox_push_then(&mb, &b.msg, count_then, &ctx),
+               SYNCHRO_ECLOSED);
+  CHECK_EQ_INT(ctx.calls, 1);
+  CHECK(synchro__mailbox_take(&mb) == NULL);
 }
 
 static void wait_go(int *go) {
@@ -200,8 +267,7 @@ static void close_race_round(int round) {
     prod[i].id = i;
     prod[i].count = count;
     prod[i].go = &go;
-    CHECK_EQ_INT(uv_thread_create(&threads[i], produce_until_closed,
-                                  &prod[i]),
+    CHECK_EQ_INT(uv_thread_create(&threads[i], produce_until_closed, &prod[i]),
                  0);
   }
   __atomic_store_n(&go, 1, __ATOMIC_RELEASE);
@@ -244,6 +310,7 @@ int main(void) {
   RUN(test_empty);
   RUN(test_order_single);
   RUN(test_push_after_close);
+  RUN(test_push_then);
   RUN(test_producers_consumer);
   RUN(test_close_race);
   return 0;

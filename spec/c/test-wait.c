@@ -8,8 +8,8 @@
 #include "internal.h"
 #include "test.h"
 
-#define HANG_NS 20000000000ULL /* 20 s: only a hang takes this long */
-#define WAIT_LONG 30.0         /* a "forever" that still ends on a hang */
+#define HANG_NS   20000000000ULL /* 20 s: only a hang takes this long */
+#define WAIT_LONG 30.0           /* a "forever" that still ends on a hang */
 
 static int scale(int n) {
   /* SYNCHRO_TEST_QUICK (valgrind runs) divides the big loops by 20. */
@@ -141,9 +141,9 @@ static void test_interrupt(void) {
   memset(&ev, 0, sizeof(ev));
   in.calls = 0;
   in.stop_at = 3;
-  CHECK_EQ_INT(synchro__event_wait(&ev, SYNCHRO_WAIT_FOREVER, interrupt_cb,
-                                   &in),
-               UV_EINTR);
+  CHECK_EQ_INT(
+      synchro__event_wait(&ev, SYNCHRO_WAIT_FOREVER, interrupt_cb, &in),
+      UV_EINTR);
   CHECK_EQ_INT(in.calls, 3); /* polled between slices, stopped at once */
   CHECK(synchro__now_ns() - start < HANG_NS);
   CHECK(!synchro__event_is_set(&ev));
@@ -158,9 +158,8 @@ static void test_interrupt(void) {
   synchro__event_set(&ev);
   in.calls = 0;
   in.stop_at = 1;
-  CHECK_EQ_INT(synchro__event_wait(&ev, SYNCHRO_WAIT_FOREVER, interrupt_cb,
-                                   &in),
-               0);
+  CHECK_EQ_INT(
+      synchro__event_wait(&ev, SYNCHRO_WAIT_FOREVER, interrupt_cb, &in), 0);
   CHECK_EQ_INT(in.calls, 0);
 }
 

@@ -19,7 +19,7 @@
 #include "compat.h"
 
 #define MAX_THREADS 256
-#define WORKER_KEY "synchro_test_threads.worker"
+#define WORKER_KEY  "synchro_test_threads.worker"
 
 #if defined(__GNUC__)
 #define HELPER_API __attribute__((visibility("default")))
@@ -272,8 +272,7 @@ static int worker_body(lua_State *L) {
   lua_setfield(L, LUA_REGISTRYINDEX, WORKER_KEY);
   lua_pushcfunction(L, traceback);
   base = lua_gettop(L);
-  if (luaL_loadbuffer(L, run->source, run->source_len, "=(thread chunk)") !=
-      0)
+  if (luaL_loadbuffer(L, run->source, run->source_len, "=(thread chunk)") != 0)
     return lua_error(L);
   lua_pushinteger(L, w->index);
   for (i = 0; i < run->nargs; i++)
