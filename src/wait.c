@@ -4,6 +4,7 @@
  * signal handler restarts system calls. */
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <time.h>
 
 #include "internal.h"
@@ -87,7 +88,9 @@ int synchro__event_wait(synchro_event_t *ev, double timeout,
     return 0;
   if (timeout >= 0)
     deadline = start + (uint64_t)(timeout * 1e9);
-  /* Spin: a reply usually comes back within a few microseconds. */
+  /* Spin: a reply usually comes back within a few microseconds. Yield
+   * now and then, so that on a machine with fewer cores than busy threads
+   * the thread we wait for (the loop) gets to run. */
   for (i = 0;; i++) {
     if (synchro__load(&ev->word) == 1)
       return 0;
@@ -96,6 +99,7 @@ int synchro__event_wait(synchro_event_t *ev, double timeout,
       now = synchro__now_ns();
       if (now - start > SPIN_NS || now >= deadline)
         break;
+      sched_yield();
     }
   }
   for (;;) {

@@ -332,10 +332,10 @@ static int l_call(lua_State *L) {
   call = submit(L, S, id, 2, 1);
   rc = synchro__event_wait(&call->done, timeout, synchro__interrupted, L);
   if (rc != 0) {
-    /* Timed out or Ctrl-C: cancel, and let the task's cleanup finish. */
+    /* Timed out or Ctrl-C: cancel, and let the task's cleanup finish
+     * (within the grace period, so a stuck cleanup cannot hang us). */
     synchro__call_cancel(call);
-    synchro__event_wait(&call->done, rc == UV_EINTR ? S->close_grace : -1,
-                        NULL, NULL);
+    synchro__event_wait(&call->done, S->close_grace, NULL, NULL);
     if (rc == UV_EINTR) {
       synchro__call_unref(call);
       return synchro__raise_interrupted(L);
