@@ -68,6 +68,8 @@ void synchro__call_complete(synchro_call_t *call, int status) {
     notify(n, call);
     synchro__notifier_unref(n);
   }
+  if (call->done_cb != NULL)
+    call->done_cb(call, call->done_ud);
   synchro__call_unref(call);
 }
 

@@ -98,7 +98,6 @@ int synchro__event_is_set(synchro_event_t *ev);
 
 /* ---- call.c: one call into a Synchronizer, also the future's state ---- */
 
-typedef struct synchro synchro_t;
 typedef struct synchro_call synchro_call_t;
 typedef struct synchro_notifier synchro_notifier_t;
 
@@ -119,6 +118,10 @@ struct synchro_call {
   int cancel_sent;
   int64_t fn_id;
   synchro_t *S; /* holds a reference */
+  /* Called (on the completing thread) once the call is done; set before
+   * the call is sent. */
+  void (*done_cb)(synchro_call_t *call, void *ud);
+  void *done_ud;
   synchro_buf_t args;
   char args_inline[SYNCHRO_CALL_INLINE];
   /* Written by the loop when the call completes. */
@@ -198,6 +201,7 @@ struct synchro {
   char *name;
   char *path;
   char *cpath;
+  int paths_prepend; /* C hosts: path and cpath go before the defaults */
   double close_grace;
   int close_requested; /* 0, 1 asked, 2 seen by the loop */
   uv_mutex_t lock; /* start and close only */

@@ -32,6 +32,12 @@ cf=$(grep -cE 'Test +#[0-9]+: .*(Failed|Timeout|Exception|Not Run)' "$log/ctest.
 grep -E 'Failed|Timeout|check failed' "$log/ctest.txt" | head -20
 passed=$((passed + cp)); failed=$((failed + cf))
 
+echo "== C hosts: install, examples/c-host, docs/c-api.md"
+tools/c-host.sh >"$log/c-host.txt" 2>&1
+cat "$log/c-host.txt"
+passed=$((passed + $(grep -c '^PASS ' "$log/c-host.txt")))
+failed=$((failed + $(grep -c '^FAIL ' "$log/c-host.txt")))
+
 echo "== luacheck, and a clang build with warnings as errors"
 if luacheck -q lua spec examples bench >"$log/luacheck.txt" 2>&1; then
   echo "PASS luacheck"; passed=$((passed + 1))

@@ -64,14 +64,69 @@ function R.define(id, fn, err)
   fns[id] = fn or tostring(err)
 end
 
+-- Functions called by path (from the C API): "mod.fn", "mod.sub.fn" or a
+-- global name; resolved once.
+local by_path = {}
+
+local function resolve(path)
+  local fn = by_path[path]
+  if fn then return fn end
+  if type(path) ~= "string" then return nil, "path must be a string" end
+  local function walk(value, rest)
+    for part in rest:gmatch("[^.]+") do
+      value = type(value) == "table" and value[part] or nil
+    end
+    return value
+  end
+  local value = walk(_G, path) -- a global, or a field of one
+  local dot = #path + 1
+  while value == nil do
+    dot = path:sub(1, dot - 1):find("%.[^.]*$")
+    if not dot then break end
+    local ok, mod = pcall(require, path:sub(1, dot - 1))
+    if ok and type(mod) == "table" then value = walk(mod, path:sub(dot + 1)) end
+  end
+  if type(value) ~= "function" and
+    not (getmetatable(value) or {}).__call then
+    return nil, ("no function '%s' in the loop VM"):format(path)
+  end
+  by_path[path] = value
+  return value
+end
+
+local BY_PATH = -1
+
 function R.call(key, id, ...)
   local fn = fns[id]
+  if id == BY_PATH then
+    local err
+    fn, err = resolve((...))
+    if not fn then
+      core.reply(key, false, err, "")
+      return
+    end
+    local task = loop:start(fn, reply, key, select(2, ...))
+    if task.state ~= "done" then calls[key] = task end
+    return
+  end
   if type(fn) ~= "function" then
     core.reply(key, false, fn or ("no function with id " .. tostring(id)), "")
     return
   end
   local task = loop:start(fn, reply, key, ...)
   if task.state ~= "done" then calls[key] = task end
+end
+
+--- For C hosts: load a module in the loop VM.
+function R.require(name)
+  require(name)
+end
+
+--- For C hosts: run a chunk of Lua source in the loop VM.
+function R.load_chunk(code, chunkname)
+  local fn, err = (loadstring or load)(code, chunkname or "=chunk")
+  if not fn then error(err, 0) end
+  fn()
 end
 
 function R.cancel(key)

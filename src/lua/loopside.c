@@ -169,6 +169,36 @@ static int ref_field(lua_State *L, int t, const char *name) {
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+#ifdef SYNCHRO_HAVE_CONFIG_H
+#include "synchro_config.h"
+#endif
+#ifndef SYNCHRO_INSTALL_LUA_PATH
+#define SYNCHRO_INSTALL_LUA_PATH ""
+#endif
+#ifndef SYNCHRO_INSTALL_LUA_CPATH
+#define SYNCHRO_INSTALL_LUA_CPATH ""
+#endif
+
+/* package[field] = before;<default>;after (parts that are empty left out);
+ * package is on top of the stack. */
+static void set_path(lua_State *L, const char *field, const char *before,
+                     const char *after) {
+  int n = 1;
+  if (before != NULL && before[0] != '\0') {
+    lua_pushstring(L, before);
+    lua_pushliteral(L, ";");
+    n += 2;
+  }
+  lua_getfield(L, -1 - (n - 1), field);
+  if (after[0] != '\0') {
+    lua_pushliteral(L, ";");
+    lua_pushstring(L, after);
+    n += 2;
+  }
+  lua_concat(L, n);
+  lua_setfield(L, -2, field);
+}
+
 /* Protected part of synchro__loopside_open. */
 static int open_runtime(lua_State *L) {
   synchro_t *S = lua_touserdata(L, 1);
@@ -176,13 +206,21 @@ static int open_runtime(lua_State *L) {
   int t;
   luaL_openlibs(L);
   lua_getglobal(L, "package");
-  if (S->path != NULL) {
-    lua_pushstring(L, S->path);
-    lua_setfield(L, -2, "path");
-  }
-  if (S->cpath != NULL) {
-    lua_pushstring(L, S->cpath);
-    lua_setfield(L, -2, "cpath");
+  if (S->paths_prepend) {
+    /* A C host: its additions, Lua's defaults, then where synchro's own
+     * Lua files are installed. */
+    set_path(L, "path", S->path, SYNCHRO_INSTALL_LUA_PATH);
+    set_path(L, "cpath", S->cpath, SYNCHRO_INSTALL_LUA_CPATH);
+  } else {
+    /* A Lua creator: exactly its paths. */
+    if (S->path != NULL) {
+      lua_pushstring(L, S->path);
+      lua_setfield(L, -2, "path");
+    }
+    if (S->cpath != NULL) {
+      lua_pushstring(L, S->cpath);
+      lua_setfield(L, -2, "cpath");
+    }
   }
   /* require "synchro.core" here gets this very code, not a second copy. */
   lua_getfield(L, -1, "preload");

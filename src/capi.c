@@ -1,0 +1,406 @@
+/* The public C API (include/synchro.h): Synchronizers, calls by path,
+ * futures with a pollable fd and a callback. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/eventfd.h>
+#endif
+
+#include "capi.h"
+
+#define DEFAULT_GRACE 5.0
+
+struct synchro_future {
+  synchro_call_t *call; /* holds a reference */
+  int refs;             /* the owner's, and the pending completion's */
+  uv_mutex_t lock;      /* completed, fd, cb */
+  int completed;
+  int fd;      /* readable once done; -1 until asked for */
+  int fd_peer; /* pipe's write end where there is no eventfd */
+  void (*cb)(synchro_future_t *f, void *ud);
+  void *ud;
+};
+
+static char *dup_string(const char *s, size_t n) {
+  char *d = malloc(n + 1);
+  if (d != NULL) {
+    memcpy(d, s, n);
+    d[n] = '\0';
+  }
+  return d;
+}
+
+static int set_error(char **errmsg, int err, const char *msg) {
+  if (errmsg != NULL) {
+    const char *text = msg != NULL ? msg : synchro_strerror(err);
+    *errmsg = dup_string(text, strlen(text));
+  }
+  return err;
+}
+
+void synchro_free(void *p) { free(p); }
+
+/* ---- Synchronizers ---- */
+
+int synchro_open(synchro_t **out, const synchro_options_t *opts,
+                 char **errmsg) {
+  synchro_t *S;
+  int err;
+  if (errmsg != NULL)
+    *errmsg = NULL;
+  if (out == NULL)
+    return set_error(errmsg, SYNCHRO_EINVAL, "out is NULL");
+  *out = NULL;
+  S = synchro__new(opts != NULL ? opts->name : NULL,
+                   opts != NULL ? opts->lua_path : NULL,
+                   opts != NULL ? opts->lua_cpath : NULL,
+                   synchro__loopside_open);
+  if (S == NULL)
+    return set_error(errmsg, SYNCHRO_ENOMEM, NULL);
+  S->paths_prepend = 1;
+  if (opts != NULL && opts->grace > 0)
+    S->close_grace = opts->grace;
+  err = synchro__start(S);
+  if (err != 0) {
+    set_error(errmsg, err, S->start_message);
+    synchro__close(S, 0);
+    synchro__unref(S);
+    return err;
+  }
+  *out = S;
+  return 0;
+}
+
+int synchro_close(synchro_t *s, double grace) {
+  if (s == NULL)
+    return 0;
+  synchro__close(s, grace < 0 ? s->close_grace : grace);
+  synchro__unref(s);
+  return 0;
+}
+
+/* ---- calls ---- */
+
+static void on_call_done(synchro_call_t *call, void *ud);
+
+static int submit(synchro_t *s, const char *path, const synchro_value_t *args,
+                  size_t nargs, synchro_future_t *f, synchro_call_t **out) {
+  synchro_call_t *call;
+  synchro_value_t first;
+  int err;
+  if (s == NULL || path == NULL || (args == NULL && nargs > 0))
+    return SYNCHRO_EINVAL;
+  if (synchro__is_loop_thread(s))
+    return SYNCHRO_EINVAL;
+  err = synchro__start(s);
+  if (err != 0)
+    return err;
+  call = synchro__call_new(s, SYNCHRO_FN_BY_PATH);
+  if (call == NULL)
+    return SYNCHRO_ENOMEM;
+  first = synchro_string(path);
+  err = synchro__capi_encode(&call->args, &first, args, nargs);
+  if (err != 0) {
+    synchro__call_unref(call);
+    return err;
+  }
+  if (f != NULL) {
+    call->done_cb = on_call_done;
+    call->done_ud = f;
+  }
+  synchro__call_ref(call); /* the loop's */
+  err = synchro__send(s, &call->msg);
+  if (err != 0) {
+    synchro__call_unref(call);
+    synchro__call_unref(call);
+    return err;
+  }
+  *out = call;
+  return 0;
+}
+
+/* The outcome of a completed call, as synchro_call returns it. */
+static int outcome(synchro_call_t *call, synchro_value_t **results,
+                   size_t *nresults, char **errmsg) {
+  synchro_value_t *values = NULL;
+  size_t n = 0;
+  int err;
+  switch (call->status) {
+  case SYNCHRO_CALL_OK:
+    err = synchro__capi_decode(call->reply.data, call->reply.len, &values,
+                               &n);
+    if (err != 0)
+      return set_error(errmsg, err,
+                       err == SYNCHRO_EMARSHAL
+                           ? "a result is not plain data (nil, boolean, "
+                             "number, string, or a table of those without "
+                             "shared references)"
+                           : NULL);
+    if (results != NULL) {
+      *results = values;
+      *nresults = n;
+    } else {
+      synchro_values_free(values, n);
+    }
+    return 0;
+  case SYNCHRO_CALL_ERROR: {
+    char *msg = NULL;
+    err = synchro__capi_decode(call->reply.data, call->reply.len, &values,
+                               &n);
+    if (err == 0 && n >= 1) {
+      const char *text = values[0].type == SYNCHRO_TBYTES
+                             ? values[0].as.bytes.data
+                             : "(error object is not a string)";
+      const char *tb = n >= 2 && values[1].type == SYNCHRO_TBYTES
+                           ? values[1].as.bytes.data
+                           : "";
+      size_t lt = strlen(text), lb = strlen(tb);
+      msg = malloc(lt + lb + 2);
+      if (msg != NULL) {
+        memcpy(msg, text, lt);
+        msg[lt] = lb > 0 ? '\n' : '\0';
+        memcpy(msg + lt + (lb > 0), tb, lb + 1);
+      }
+    }
+    synchro_values_free(values, n);
+    if (errmsg != NULL)
+      *errmsg = msg != NULL ? msg : dup_string("Lua error", 9);
+    else
+      free(msg);
+    return SYNCHRO_ELUAERROR;
+  }
+  case SYNCHRO_CALL_CANCELLED:
+    return set_error(errmsg, SYNCHRO_ECANCELED, "the call was cancelled");
+  default:
+    return set_error(errmsg, SYNCHRO_ECANCELED,
+                     "the synchronizer closed before the call finished");
+  }
+}
+
+int synchro_call(synchro_t *s, const char *path, const synchro_value_t *args,
+                 size_t nargs, synchro_value_t **results, size_t *nresults,
+                 double timeout, char **errmsg) {
+  synchro_call_t *call = NULL;
+  int err;
+  if (errmsg != NULL)
+    *errmsg = NULL;
+  if (results != NULL)
+    *results = NULL;
+  if (nresults != NULL)
+    *nresults = 0;
+  if (results != NULL && nresults == NULL)
+    return set_error(errmsg, SYNCHRO_EINVAL, "nresults is NULL");
+  err = submit(s, path, args, nargs, NULL, &call);
+  if (err != 0)
+    return set_error(errmsg, err, NULL);
+  if (synchro__event_wait(&call->done, timeout, NULL, NULL) != 0) {
+    /* Cancel, and let the task's cleanup run (within the grace). */
+    synchro__call_cancel(call);
+    synchro__event_wait(&call->done, s->close_grace, NULL, NULL);
+    if (!synchro__event_is_set(&call->done) ||
+        call->status != SYNCHRO_CALL_OK) {
+      synchro__call_unref(call);
+      return set_error(errmsg, SYNCHRO_ETIMEDOUT, NULL);
+    }
+  }
+  err = outcome(call, results, nresults, errmsg);
+  synchro__call_unref(call);
+  return err;
+}
+
+int synchro_load_module(synchro_t *s, const char *name, char **errmsg) {
+  synchro_value_t arg = synchro_string(name);
+  if (name == NULL)
+    return set_error(errmsg, SYNCHRO_EINVAL, "name is NULL");
+  return synchro_call(s, "synchro.runtime.require", &arg, 1, NULL, NULL, -1,
+                      errmsg);
+}
+
+int synchro_load_chunk(synchro_t *s, const char *code, size_t len,
+                       const char *chunkname, char **errmsg) {
+  synchro_value_t args[2];
+  if (code == NULL)
+    return set_error(errmsg, SYNCHRO_EINVAL, "code is NULL");
+  args[0] = synchro_bytes(code, len);
+  args[1] = chunkname != NULL ? synchro_string(chunkname) : synchro_nil();
+  return synchro_call(s, "synchro.runtime.load_chunk", args, 2, NULL, NULL,
+                      -1, errmsg);
+}
+
+/* ---- futures ---- */
+
+static void future_unref(synchro_future_t *f) {
+  if (synchro__decr(&f->refs) != 0)
+    return;
+  synchro__call_unref(f->call);
+  if (f->fd >= 0)
+    close(f->fd);
+  if (f->fd_peer >= 0)
+    close(f->fd_peer);
+  uv_mutex_destroy(&f->lock);
+  free(f);
+}
+
+static void signal_fd(synchro_future_t *f) {
+#ifdef __linux__
+  uint64_t one = 1;
+  ssize_t r = write(f->fd, &one, sizeof(one));
+#else
+  ssize_t r = write(f->fd_peer, "x", 1);
+#endif
+  (void)r; /* the fd is readable either way: it cannot be full */
+}
+
+/* On the completing thread (the loop's), once. */
+static void on_call_done(synchro_call_t *call, void *ud) {
+  synchro_future_t *f = ud;
+  void (*cb)(synchro_future_t *, void *);
+  (void)call;
+  uv_mutex_lock(&f->lock);
+  f->completed = 1;
+  if (f->fd >= 0)
+    signal_fd(f);
+  cb = f->cb;
+  uv_mutex_unlock(&f->lock);
+  if (cb != NULL)
+    cb(f, f->ud);
+  future_unref(f);
+}
+
+int synchro_submit(synchro_t *s, const char *path, const synchro_value_t *args,
+                   size_t nargs, synchro_future_t **out) {
+  synchro_future_t *f;
+  int err;
+  if (out == NULL)
+    return SYNCHRO_EINVAL;
+  *out = NULL;
+  f = calloc(1, sizeof(*f));
+  if (f == NULL)
+    return SYNCHRO_ENOMEM;
+  f->refs = 2;
+  f->fd = f->fd_peer = -1;
+  if (uv_mutex_init(&f->lock) != 0) {
+    free(f);
+    return SYNCHRO_ENOMEM;
+  }
+  err = submit(s, path, args, nargs, f, &f->call);
+  if (err != 0) {
+    uv_mutex_destroy(&f->lock);
+    free(f);
+    return err;
+  }
+  *out = f;
+  return 0;
+}
+
+int synchro_future_wait(synchro_future_t *f, double timeout) {
+  if (f == NULL)
+    return SYNCHRO_EINVAL;
+  return synchro__event_wait(&f->call->done, timeout, NULL, NULL) == 0
+             ? 0
+             : SYNCHRO_ETIMEDOUT;
+}
+
+int synchro_future_done(synchro_future_t *f) {
+  return f != NULL && synchro__event_is_set(&f->call->done);
+}
+
+int synchro_future_fd(synchro_future_t *f) {
+  int fd;
+  if (f == NULL)
+    return SYNCHRO_EINVAL;
+  uv_mutex_lock(&f->lock);
+  if (f->fd < 0) {
+#ifdef __linux__
+    f->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+#else
+    int p[2];
+    if (pipe(p) == 0) {
+      f->fd = p[0];
+      f->fd_peer = p[1];
+    }
+#endif
+    if (f->fd >= 0 && f->completed)
+      signal_fd(f);
+  }
+  fd = f->fd >= 0 ? f->fd : UV_EMFILE;
+  uv_mutex_unlock(&f->lock);
+  return fd;
+}
+
+int synchro_future_on_done(synchro_future_t *f,
+                           void (*cb)(synchro_future_t *f, void *ud),
+                           void *ud) {
+  int now;
+  if (f == NULL || cb == NULL)
+    return SYNCHRO_EINVAL;
+  uv_mutex_lock(&f->lock);
+  if (f->cb != NULL) {
+    uv_mutex_unlock(&f->lock);
+    return SYNCHRO_EINVAL;
+  }
+  f->cb = cb;
+  f->ud = ud;
+  now = f->completed;
+  uv_mutex_unlock(&f->lock);
+  if (now)
+    cb(f, ud);
+  return 0;
+}
+
+int synchro_future_cancel(synchro_future_t *f) {
+  if (f == NULL)
+    return SYNCHRO_EINVAL;
+  synchro__call_cancel(f->call);
+  return 0;
+}
+
+int synchro_future_results(synchro_future_t *f, synchro_value_t **results,
+                           size_t *nresults, char **errmsg) {
+  if (errmsg != NULL)
+    *errmsg = NULL;
+  if (results != NULL)
+    *results = NULL;
+  if (nresults != NULL)
+    *nresults = 0;
+  if (f == NULL || (results != NULL && nresults == NULL))
+    return set_error(errmsg, SYNCHRO_EINVAL, NULL);
+  if (!synchro__event_is_set(&f->call->done))
+    return set_error(errmsg, SYNCHRO_EINVAL, "the future is not done");
+  return outcome(f->call, results, nresults, errmsg);
+}
+
+void synchro_future_release(synchro_future_t *f) {
+  if (f != NULL)
+    future_unref(f);
+}
+
+/* ---- a host's own Lua state ---- */
+
+int synchro_lua_push(lua_State *L, synchro_t *s) {
+  if (s == NULL) {
+    lua_pushliteral(L, "synchro_lua_push: synchronizer is NULL");
+    return SYNCHRO_EINVAL;
+  }
+  /* require "synchro.core" must give this library's code, not load a
+   * second copy from package.cpath. */
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, synchro__lua_open);
+  lua_setfield(L, -2, "synchro.core");
+  lua_pop(L, 2);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "synchro");
+  if (lua_pcall(L, 1, 1, 0) != 0)
+    return SYNCHRO_EINVAL;
+  lua_getfield(L, -1, "import");
+  lua_remove(L, -2);
+  synchro__ref(s); /* taken over by import */
+  lua_pushlightuserdata(L, s);
+  if (lua_pcall(L, 1, 1, 0) != 0) {
+    synchro__unref(s);
+    return SYNCHRO_EINVAL;
+  }
+  return 0;
+}
