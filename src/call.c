@@ -1,7 +1,12 @@
 /* Calls and notifiers. A call is shared by the thread that made it and the
  * loop that runs it; it lives until both have let go. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/eventfd.h>
+#endif
 
 #include "internal.h"
 
@@ -20,6 +25,7 @@ synchro_call_t *synchro__call_new(synchro_t *S, int64_t fn_id) {
   synchro_call_t *call = synchro__alloc_aligned(sizeof(*call));
   if (call == NULL)
     return NULL;
+  call->pollfd = call->pollfd_peer = -1;
   synchro__buf_use(&call->args, call->args_inline, SYNCHRO_CALL_INLINE);
   synchro__buf_use(&call->reply, call->reply_inline, SYNCHRO_CALL_INLINE);
   call->msg.kind = SYNCHRO_MSG_CALL;
@@ -41,6 +47,10 @@ void synchro__call_unref(synchro_call_t *call) {
     synchro__notifier_unref(n);
   synchro__buf_free(&call->args);
   synchro__buf_free(&call->reply);
+  if (call->pollfd >= 0)
+    close(call->pollfd);
+  if (call->pollfd_peer >= 0)
+    close(call->pollfd_peer);
   synchro__unref(call->S);
   free(call);
 }
@@ -58,11 +68,54 @@ static void notify(synchro_notifier_t *n, synchro_call_t *call) {
     synchro__event_set(&n->ready);
 }
 
+static void signal_pollfd(synchro_call_t *call, int fd) {
+  ssize_t r;
+#ifdef __linux__
+  uint64_t one = 1;
+  r = write(fd, &one, sizeof(one));
+#else
+  (void)fd;
+  r = write(call->pollfd_peer, "x", 1);
+#endif
+  (void)r; /* readable either way */
+}
+
+int synchro__call_pollfd(synchro_call_t *call) {
+  int fd = __atomic_load_n(&call->pollfd, __ATOMIC_SEQ_CST), expected = -1;
+  if (fd >= 0)
+    return fd;
+#ifdef __linux__
+  fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0)
+    return uv_translate_sys_error(errno);
+#else
+  int p[2];
+  if (pipe(p) != 0)
+    return uv_translate_sys_error(errno);
+  fd = p[0];
+  call->pollfd_peer = p[1]; /* before the CAS publishes fd */
+#endif
+  if (!__atomic_compare_exchange_n(&call->pollfd, &expected, fd, 0,
+                                   __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+    close(fd); /* another thread made one first */
+    return expected;
+  }
+  /* Dekker with call_complete: it sets done, then reads pollfd. */
+  if (__atomic_load_n(&call->done.word, __ATOMIC_SEQ_CST) == 1)
+    signal_pollfd(call, fd);
+  return fd;
+}
+
 void synchro__call_complete(synchro_call_t *call, int status) {
   synchro_notifier_t *n;
+  int fd;
   call->status = status;
   synchro__call_ref(call); /* a waiter may drop the last other ref */
   synchro__event_set(&call->done);
+  synchro__fence(); /* Dekker with call_pollfd */
+  fd = __atomic_load_n(&call->pollfd, __ATOMIC_SEQ_CST);
+  if (fd >= 0)
+    signal_pollfd(call, fd);
   n = synchro__xchg(&call->listener, LISTENER_DONE);
   if (n != NULL && n != LISTENER_DONE) {
     notify(n, call);

@@ -128,6 +128,8 @@ struct synchro_call {
   SYNCHRO_ALIGNED synchro_event_t done;
   int status; /* written before done is set */
   synchro_notifier_t *listener; /* see synchro__call_listen */
+  int pollfd; /* -1, or an fd made readable at completion (call_pollfd) */
+  int pollfd_peer; /* the pipe's write end where there is no eventfd */
   synchro_call_t *done_next;    /* link in a notifier's completed list */
   synchro_buf_t reply;
   char reply_inline[SYNCHRO_CALL_INLINE];
@@ -143,6 +145,11 @@ void synchro__call_complete(synchro_call_t *call, int status);
 /* Asks that the call's task be cancelled; returns 0, or SYNCHRO_ECLOSED.
  * Idempotent. Thread: any. */
 int synchro__call_cancel(synchro_call_t *call);
+/* A file descriptor that becomes readable once the call is done (an
+ * eventfd, or a pipe elsewhere), made on first use and closed with the
+ * call. Returns the fd or a negative error code. Thread: any. */
+int synchro__call_pollfd(synchro_call_t *call);
+
 /* Makes n receive the call when it completes (at once if it already has).
  * Returns 0, or SYNCHRO_EINVAL if another listener is attached.
  * Thread: any. */

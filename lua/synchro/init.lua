@@ -28,6 +28,7 @@ local Future = core.Future
 ---@class synchro.Wrapped
 ---@field aio async fun(...): ...
 ---@field future fun(...): synchro.Future
+---@field sync fun(...): ...
 local Wrapped = {}
 Wrapped.__index = Wrapped
 
@@ -76,19 +77,42 @@ local function check_self(S, fname)
   end
 end
 
---- Submits a call and awaits it from the current task.
-local function await_call(ud, id, ...)
-  return sched.await_future(core_submit(ud, id, ...))
+-- How the running code can await a future, if it can: a task of a synchro
+-- scheduler, or a coroutine driven by a registered adapter (synchro.luv,
+-- synchro.cqueues). A plain coroutine (an iterator, say) cannot: calls
+-- block there.
+local adapters = {}
+
+local function current_awaiter()
+  local task = sched.current
+  if task ~= nil and in_task() and task.sched.backend.notifier ~= nil then
+    return sched.await_future
+  end
+  for i = 1, #adapters do
+    local await = adapters[i]()
+    if await then return await end
+  end
+  return nil
 end
 
-local function can_await()
-  local task = sched.current
-  return task ~= nil and in_task() and task.sched.backend.notifier ~= nil
+--- For adapters of foreign schedulers: detect() returns a function that
+--- awaits a Future from the running coroutine, or nil when the running
+--- code is not one of the adapter's coroutines.
+---@param detect fun(): (fun(f: synchro.Future): ...)|nil
+function synchro.register_adapter(detect)
+  if type(detect) ~= "function" then
+    argerror(1, "register_adapter", "function expected, got " .. type(detect))
+  end
+  adapters[#adapters + 1] = detect
 end
+
+--- The awaiter for the running code, or nil (see register_adapter).
+synchro.current_awaiter = current_awaiter
 
 function Wrapped.__call(self, ...)
-  if sched.current ~= nil and can_await() then
-    return await_call(self._ud, self._id, ...)
+  if sched.current ~= nil or adapters[1] ~= nil then
+    local await = current_awaiter()
+    if await then return await(core_submit(self._ud, self._id, ...)) end
   end
   return core_call(self, ...)
 end
@@ -132,12 +156,16 @@ function Synchronizer:wrap(fn, opts)
   local w = setmetatable({ _ud = ud, _id = id, _timeout = opts.timeout,
     _name = name, synchronizer = self }, Wrapped)
   w.aio = function(...)
-    if not can_await() then
-      error("'.aio' must be called from async code (inside synchro.run " ..
-        "or a task); call the function plainly to block", 2)
+    local await = current_awaiter()
+    if not await then
+      error("'.aio' must be called from async code (inside synchro.run, " ..
+        "a task, or a synchro.luv or synchro.cqueues coroutine); call the " ..
+        "function plainly to block", 2)
     end
-    return await_call(ud, id, ...)
+    return await(core_submit(ud, id, ...))
   end
+  -- always blocks, even in async code (blocking that scheduler)
+  w.sync = function(...) return core_call(w, ...) end
   w.future = function(...) return core_submit(ud, id, ...) end
   return w
 end
@@ -198,9 +226,8 @@ function Future:result(timeout)
   if timeout ~= nil and type(timeout) ~= "number" then
     argerror(1, "result", "number expected, got " .. type(timeout))
   end
-  if sched.current ~= nil and can_await() then
-    return sched.await_future(self)
-  end
+  local await = current_awaiter()
+  if await then return await(self) end
   if not self:wait(timeout) then
     return nil, ("ETIMEDOUT: future not done after %g s"):format(timeout),
       "ETIMEDOUT"

@@ -72,6 +72,28 @@ static int f_cancel(lua_State *L) {
   return 1;
 }
 
+/* fut:pollfd() -> a file descriptor that becomes readable when the call
+ * is done (owned by the future); with fut:events() and fut:timeout() this
+ * is the poll protocol cqueues and other event loops understand. */
+static int f_pollfd(lua_State *L) {
+  int fd = synchro__call_pollfd(check_future(L));
+  if (fd < 0)
+    return luaL_error(L, "cannot make a pollfd: %s", synchro_strerror(fd));
+  lua_pushinteger(L, fd);
+  return 1;
+}
+
+static int f_events(lua_State *L) {
+  check_future(L);
+  lua_pushliteral(L, "r");
+  return 1;
+}
+
+static int f_timeout(lua_State *L) {
+  check_future(L);
+  return 0;
+}
+
 /* fut:key() -> a light userdata naming the call (notifier:take gives it) */
 static int f_key(lua_State *L) {
   lua_pushlightuserdata(L, check_future(L));
@@ -148,7 +170,8 @@ void synchro__future_register(lua_State *L) {
   static const luaL_Reg fmethods[] = {
       {"wait", f_wait},     {"done", f_done},     {"outcome", f_outcome},
       {"status", f_status}, {"cancel", f_cancel}, {"key", f_key},
-      {"listen", f_listen}, {NULL, NULL}};
+      {"listen", f_listen}, {"pollfd", f_pollfd},   {"events", f_events},
+      {"timeout", f_timeout}, {NULL, NULL}};
   static const luaL_Reg nmethods[] = {
       {"take", n_take}, {"wait", n_wait}, {NULL, NULL}};
   if (luaL_newmetatable(L, FUTURE_MT)) {
