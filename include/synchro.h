@@ -89,6 +89,14 @@ typedef struct synchro_options {
 SYNCHRO_API int synchro_open(synchro_t **out, const synchro_options_t *opts,
                              char **errmsg);
 
+/* Stops s without releasing it: stops accepting calls (they fail with
+ * SYNCHRO_ECLOSED from now on), cancels the running tasks, gives them
+ * grace seconds (< 0: the default) to clean up, stops and joins the loop
+ * thread. Idempotent. The handle stays valid until synchro_close.
+ * Thread: any but s's own loop thread. Returns 0 (SYNCHRO_EINVAL for
+ * NULL). */
+SYNCHRO_API int synchro_shutdown(synchro_t *s, double grace);
+
 /* Closes and releases s: stops accepting calls, cancels the running tasks,
  * gives them grace seconds (< 0: the default) to clean up, stops and joins
  * the loop thread. Calls still in flight fail with SYNCHRO_ECANCELED.

@@ -72,6 +72,13 @@ int synchro_open(synchro_t **out, const synchro_options_t *opts,
   return 0;
 }
 
+int synchro_shutdown(synchro_t *s, double grace) {
+  if (s == NULL)
+    return SYNCHRO_EINVAL;
+  synchro__close(s, grace < 0 ? s->close_grace : grace);
+  return 0;
+}
+
 int synchro_close(synchro_t *s, double grace) {
   if (s == NULL)
     return 0;

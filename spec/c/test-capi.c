@@ -218,6 +218,25 @@ static void test_closed(void) {
   synchro_future_release(f);
 }
 
+static void test_shutdown(void) {
+  synchro_t *s = open_loaded();
+  synchro_future_t *f = NULL;
+  char *err = NULL;
+  CHECK_EQ_INT(synchro_shutdown(NULL, 0), SYNCHRO_EINVAL);
+  CHECK_EQ_INT(synchro_shutdown(s, 1), 0);
+  CHECK_EQ_INT(synchro_shutdown(s, 1), 0); /* again */
+  CHECK_EQ_INT(synchro_call(s, "add", NULL, 0, NULL, NULL, -1, &err),
+               SYNCHRO_ECLOSED);
+  CHECK(strcmp(err, "synchronizer is closed") == 0);
+  synchro_free(err);
+  CHECK_EQ_INT(synchro_submit(s, "add", NULL, 0, &f), SYNCHRO_ECLOSED);
+  CHECK(f == NULL);
+  CHECK_EQ_INT(synchro_load_module(s, "string", NULL), SYNCHRO_ECLOSED);
+  CHECK_EQ_INT(synchro_load_chunk(s, "x = 1", 5, NULL, NULL),
+               SYNCHRO_ECLOSED);
+  synchro_close(s, 0);
+}
+
 typedef struct {
   synchro_t *s;
   int id;
@@ -433,6 +452,7 @@ int main(void) {
   RUN(test_open_close);
   RUN(test_calls);
   RUN(test_closed);
+  RUN(test_shutdown);
   RUN(test_threads);
   RUN(test_futures);
   RUN(test_close_in_flight);
