@@ -22,25 +22,9 @@ static synchro_t *check_S(lua_State *L, int idx) {
   return box->S;
 }
 
-int synchro__interrupted(void *ud) {
-  lua_State *L = ud, *main;
-  int mask, want = LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT;
-#if LUA_VERSION_NUM >= 502
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-#else
-  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.main");
-#endif
-  main = lua_tothread(L, -1);
-  lua_pop(L, 1);
-  if (main == NULL)
-    main = L;
-  /* lua.c's SIGINT handler sets a hook with these events and count 1. */
-  mask = lua_gethookmask(main);
-  return lua_gethook(main) != NULL && (mask & want) == want &&
-         lua_gethookcount(main) == 1;
-}
-
-void synchro__clear_interrupt(lua_State *L) {
+/* The state's main thread: the standalone interpreter sets its Ctrl-C hook
+ * there (5.1 has no registry slot for it: luaopen noted it). */
+static lua_State *main_thread(lua_State *L) {
   lua_State *main;
 #if LUA_VERSION_NUM >= 502
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
@@ -49,9 +33,22 @@ void synchro__clear_interrupt(lua_State *L) {
 #endif
   main = lua_tothread(L, -1);
   lua_pop(L, 1);
+  return main != NULL ? main : L;
+}
+
+int synchro__interrupted(void *ud) {
+  lua_State *main = main_thread(ud);
+  int mask = lua_gethookmask(main);
+  int want = LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT;
+  /* lua.c's SIGINT handler sets a hook with these events and count 1. */
+  return lua_gethook(main) != NULL && (mask & want) == want &&
+         lua_gethookcount(main) == 1;
+}
+
+void synchro__clear_interrupt(lua_State *L) {
   /* The interpreter's hook would fire again in our caller's cleanup; we
    * raise its error ourselves once the remote cleanup has finished. */
-  lua_sethook(main != NULL ? main : L, NULL, 0, 0);
+  lua_sethook(main_thread(L), NULL, 0, 0);
 }
 
 int synchro__raise_interrupted(lua_State *L) {
