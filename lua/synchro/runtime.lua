@@ -154,6 +154,113 @@ function R.shutdown()
   end
 end
 
+-- Generators ---------------------------------------------------------------
+-- A generator (S:wrap_generator) runs as a task that emits items with
+-- synchro.emit(...). Each step of the consumer is a call of gen_next, which
+-- resumes the generator up to its next emit: strict interleaving.
+
+local gens, next_gen = {}, 0
+local unpack = table.unpack or unpack
+
+function R.gen_start(id, ...)
+  local fn = fns[id]
+  if type(fn) ~= "function" then
+    error(fn or ("no function with id " .. tostring(id)), 0)
+  end
+  next_gen = next_gen + 1
+  gens[next_gen] = { fn = fn, args = sched.pack(...), state = "new" }
+  return next_gen
+end
+
+-- Hands kind (and values) to the consumer step waiting for them, if any.
+local function deliver(gen, ...)
+  local consumer = gen.consumer
+  gen.consumer = nil
+  if consumer then
+    loop:wake(consumer.task, consumer.token, sched.pack(...))
+  end
+end
+
+local function gen_done(task, ok)
+  local gen = task.gen
+  gen.state = "done"
+  if ok then
+    deliver(gen, "end")
+  else
+    deliver(gen, "error", task.err, format_traceback(task))
+  end
+end
+
+--- A step of the consumer: how is "next", "send" (value is what emit
+--- returns) or "throw" (value is raised at the emit). Returns "item",
+--- values... or "end", or "error", err, traceback.
+function R.gen_next(gid, how, value)
+  local gen = gens[gid]
+  if gen == nil or gen.state == "done" then
+    gens[gid] = nil
+    return "end"
+  end
+  if gen.consumer then error("generator is already being stepped", 0) end
+  local me, token = sched.prepare("generator")
+  gen.consumer = { task = me, token = token }
+  if gen.state == "new" then
+    if how == "throw" then
+      gens[gid] = nil
+      gen.consumer = nil
+      return "error", value, ""
+    end
+    gen.state = "running"
+    local task = loop:spawn(gen.fn, unpack(gen.args, 1, gen.args.n))
+    task.gen = gen
+    task.on_done = gen_done
+    gen.task = task
+  else
+    loop:wake(gen.task, gen.emit_token, { how = how, value = value })
+  end
+  local r = sched.suspend(me, function()
+    -- the consumer gave up (Ctrl-C, timeout): so does the generator
+    gen.consumer = nil
+    loop:cancel(gen.task)
+  end)
+  if r[1] ~= "item" then gens[gid] = nil end
+  return unpack(r, 1, r.n)
+end
+
+--- Inside a generator: hands the values to the consumer and waits for the
+--- next step; returns what the consumer sent (it:send), or raises what it
+--- threw (it:throw).
+function R.emit(...)
+  local task = sched.task("emit")
+  local gen = task.gen
+  if gen == nil then
+    error("synchro.emit must be called by a generator's own task " ..
+      "(see S:wrap_generator)", 2)
+  end
+  local _, token = sched.prepare("emit")
+  gen.emit_token = token
+  deliver(gen, "item", ...)
+  local r = sched.suspend(task)
+  if r.how == "throw" then error(r.value, 0) end
+  return r.value
+end
+
+--- Closes a generator: cancels it if it runs and waits for its cleanup.
+function R.gen_close(gid)
+  local gen = gens[gid]
+  gens[gid] = nil
+  if gen and gen.task and gen.task.state ~= "done" then
+    loop:cancel(gen.task)
+    sched.shield(function() pcall(gen.task.join, gen.task) end)
+  end
+end
+
+--- The number of generators alive (for leak checks).
+function R.gen_count()
+  local n = 0
+  for _ in pairs(gens) do n = n + 1 end
+  return n
+end
+
 -- A function wrapped by this loop's synchronizer, met in a wrapped
 -- function's upvalues: calls it in place, in the calling task.
 local LoopWrapped = {}
