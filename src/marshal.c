@@ -237,6 +237,8 @@ static int unsupported(encoder *e, int idx, int depth, const char *why) {
 }
 
 static int encode_value(encoder *e, int idx, int depth);
+static int get_exporter(encoder *e);
+static int encode_ext(encoder *e, int idx, int depth);
 
 static int encode_number(encoder *e, int idx) {
   lua_State *L = e->L;
@@ -451,8 +453,13 @@ static int encode_function(encoder *e, int idx, int depth) {
   lua_Integer id;
   size_t at, size;
   int rc;
-  if (e->mode != SYNCHRO_MARSHAL_CODE)
+  if (e->mode != SYNCHRO_MARSHAL_CODE) {
+    if ((id = ref_find(e, idx)) != 0)
+      return put_ref(e, id);
+    if (get_exporter(e))
+      return encode_ext(e, idx, depth);
     return unsupported(e, idx, depth, "cannot send function");
+  }
   if (!lua_checkstack(L, 8))
     return fail(e, depth, "Lua stack exhausted");
   if (lua_iscfunction(L, idx))
@@ -510,6 +517,17 @@ static int encode_ext(encoder *e, int idx, int depth) {
   s = lua_tolstring(L, -1, &len);
   TRY(put_bytes(e, -1, s, len));
   lua_pop(L, 2);
+  return 0;
+}
+
+/* In PROXY mode, pushes the proxy exporter and returns 1 if there is one. */
+static int get_exporter(encoder *e) {
+  if (e->mode != SYNCHRO_MARSHAL_PROXY)
+    return 0;
+  lua_getfield(e->L, LUA_REGISTRYINDEX, SYNCHRO_PROXY_EXPORTER);
+  if (lua_type(e->L, -1) == LUA_TFUNCTION)
+    return 1;
+  lua_pop(e->L, 1);
   return 0;
 }
 
@@ -595,6 +613,9 @@ static int encode_table(encoder *e, int idx, int depth) {
     if ((rc = encode_ext(e, idx, depth)) != 1)
       return rc;
   } else if (e->mode != SYNCHRO_MARSHAL_LENIENT && lua_getmetatable(L, idx)) {
+    lua_pop(L, 1);
+    if (get_exporter(e))
+      return encode_ext(e, idx, depth);
     return fail(e, depth, "cannot send table with a metatable");
   }
   if (depth > MAX_DEPTH)
@@ -611,6 +632,8 @@ static int encode_userdata(encoder *e, int idx, int depth) {
     return put_ref(e, id);
   if (get_marshaller(e->L, idx) && (rc = encode_ext(e, idx, depth)) != 1)
     return rc;
+  if (get_exporter(e))
+    return encode_ext(e, idx, depth);
   return unsupported(e, idx, depth, "cannot send userdata");
 }
 

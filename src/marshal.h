@@ -43,8 +43,16 @@ enum {
   /* Error values: never fails on an unsupported value; a table's
    * metatable is dropped, any other unsupported value crosses as its
    * tostring() text. */
-  SYNCHRO_MARSHAL_LENIENT = 2
+  SYNCHRO_MARSHAL_LENIENT = 2,
+  /* DATA, except that what DATA refuses (a function, a table or userdata
+   * with a metatable) is handed to the function in the registry field
+   * SYNCHRO_PROXY_EXPORTER, which returns an extension name and payload
+   * for it, as __synchro does (how loop objects cross as proxies). Without
+   * an exporter this is DATA. */
+  SYNCHRO_MARSHAL_PROXY = 3
 };
+
+#define SYNCHRO_PROXY_EXPORTER "synchro.proxy_exporter"
 
 /* Encodes the n values in L's stack slots first .. first+n-1 (first is an
  * absolute index) and appends them to buf, replacing nothing before

@@ -254,11 +254,94 @@ function R.gen_close(gid)
   end
 end
 
+--- A generator given as a function (a proxy of a marked module function).
+function R.gen_start_object(oid, ...)
+  local fn = R.object(oid)
+  next_gen = next_gen + 1
+  gens[next_gen] = { fn = fn, args = sched.pack(...), state = "new" }
+  return next_gen
+end
+
 --- The number of generators alive (for leak checks).
 function R.gen_count()
   local n = 0
   for _ in pairs(gens) do n = n + 1 end
   return n
+end
+
+-- Objects ----------------------------------------------------------------
+-- What cannot be copied into the caller's VM (a function, a table or
+-- userdata with a metatable) crosses as a proxy: the object stays here,
+-- named by an id, until every proxy the caller got for it is released.
+
+local objects, exports = {}, {} -- id -> object; id -> exports unreleased
+local object_ids = setmetatable({}, { __mode = "k" })
+local next_object = 0
+local identity = core.loop_identity()
+
+local function marks() return require("synchro")._marks end
+
+local function export(v)
+  local m = marks()
+  if m.plain[v] then return "synchro.code", string.dump(v) end
+  local id = object_ids[v]
+  if id == nil then
+    next_object = next_object + 1
+    id = next_object
+    object_ids[v] = id
+    objects[id] = v
+    exports[id] = 0
+  end
+  exports[id] = exports[id] + 1
+  local kind = "o"
+  if type(v) == "function" then kind = m.generator[v] and "g" or "f" end
+  return "synchro.obj", ("%s#%d#%s"):format(identity, id, kind)
+end
+
+--- The object behind a proxy id (a proxy that came back).
+function R.object(id)
+  local v = objects[id]
+  if v == nil then error("the object behind this proxy was released", 0) end
+  return v
+end
+
+function R.get_field(id, key) return R.object(id)[key] end
+
+function R.set_field(id, key, value) R.object(id)[key] = value end
+
+function R.call_object(id, ...) return R.object(id)(...) end
+
+--- Runs an object's __close metamethod, else its close method.
+function R.close_object(id)
+  local v = R.object(id)
+  local mt = getmetatable(v)
+  if type(mt) == "table" and mt.__close then return mt.__close(v) end
+  local close = v.close
+  if close ~= nil then return close(v) end
+end
+
+--- The caller dropped n proxies of object id.
+function R.release(id, n)
+  local left = (exports[id] or 0) - n
+  if left > 0 then
+    exports[id] = left
+  else
+    local v = objects[id]
+    objects[id], exports[id] = nil, nil
+    if v ~= nil then object_ids[v] = nil end
+  end
+end
+
+--- How many objects are held for proxies (for leak checks).
+function R.object_count()
+  local n = 0
+  for _ in pairs(objects) do n = n + 1 end
+  return n
+end
+
+--- require(name), to be sent back (functions and objects as proxies).
+function R.require_module(name)
+  return require(name)
 end
 
 -- A function wrapped by this loop's synchronizer, met in a wrapped
@@ -301,6 +384,10 @@ do
   local ext = registry["synchro.ext"] or {}
   registry["synchro.ext"] = ext
   for name, decode in pairs(R.ext) do ext[name] = decode end
+  registry["synchro.proxy_exporter"] = export
 end
+
+-- Proxies coming back are decoded by the synchro module's decoders.
+require "synchro"
 
 return R

@@ -125,7 +125,7 @@ static int reply(lua_State *L) {
   int n = lua_gettop(L) - 2, status, bad = 0;
   if (lua_type(L, 2) == LUA_TBOOLEAN && lua_toboolean(L, 2)) {
     status = SYNCHRO_CALL_OK;
-    if (synchro__marshal_encode(L, 3, n, SYNCHRO_MARSHAL_DATA, "results",
+    if (synchro__marshal_encode(L, 3, n, SYNCHRO_MARSHAL_PROXY, "results",
                                 &call->reply, &bad) != 0) {
       /* A result that cannot cross is the call's error. */
       lua_pushfstring(L, "bad result #%d (%s)", bad, lua_tostring(L, -1));
