@@ -209,6 +209,7 @@ struct synchro {
   char *path;
   char *cpath;
   int paths_prepend; /* C hosts: path and cpath go before the defaults */
+  int loop_abandoned; /* a threadpool request outlived the loop's close */
   double close_grace;
   int close_requested; /* 0, 1 asked, 2 seen by the loop */
   uv_mutex_t lock; /* start and close only */

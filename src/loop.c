@@ -91,6 +91,8 @@ void synchro__unref(synchro_t *S) {
   /* The last reference: the owner closed it, or it never started. */
   synchro__close(S, 0);
   drop_messages(S);
+  if (S->loop_abandoned)
+    return; /* leaked on purpose: see thread_main */
   uv_mutex_destroy(&S->lock);
   free(S->name);
   free(S->path);
@@ -167,8 +169,11 @@ static void close_walk(uv_handle_t *handle, void *arg) {
     uv_close(handle, NULL);
 }
 
+#define FINAL_DRAIN_NS 2000000000ULL /* 2 s */
+
 static void thread_main(void *arg) {
   synchro_t *S = arg;
+  uint64_t deadline;
   sigset_t all;
   lua_State *L;
   sigfillset(&all);
@@ -203,8 +208,18 @@ static void thread_main(void *arg) {
   lua_close(L);
   S->L = NULL;
   uv_walk(&S->loop, close_walk, NULL);
-  uv_run(&S->loop, UV_RUN_DEFAULT);
-  uv_loop_close(&S->loop);
+  /* Let close callbacks and finishing threadpool requests run (their
+   * callbacks no longer touch Lua), but not forever: a request stuck in
+   * the threadpool (a read of a FIFO, say) must not hang close. Then the
+   * loop is left as it is rather than closed under a live request. */
+  deadline = synchro__now_ns() + FINAL_DRAIN_NS;
+  while (uv_run(&S->loop, UV_RUN_NOWAIT) != 0 &&
+         synchro__now_ns() < deadline)
+    uv_sleep(1);
+  if (uv_loop_alive(&S->loop))
+    S->loop_abandoned = 1; /* a request may still land in it: keep S */
+  else
+    uv_loop_close(&S->loop);
 }
 
 /* ---- life cycle ---- */

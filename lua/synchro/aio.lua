@@ -54,35 +54,63 @@ function aio.await(x)
     type(x) .. ")", 2)
 end
 
+local function awaitable(x)
+  return type(x) == "function" or getmetatable(x) == sched.Task or
+    (type(x) == "userdata" and x.key ~= nil)
+end
+
 --- Turns gather/race arguments into tasks: functions run as new tasks,
---- tasks stay, futures are awaited by a new task.
-local function to_tasks(name, ...)
+--- tasks stay, futures are awaited by a new task. Every argument is
+--- checked before anything starts (skip: arguments before these, for the
+--- numbers in messages).
+local function to_tasks(name, skip, ...)
   local me = sched.task(name)
+  local n = select("#", ...)
+  for i = 1, n do
+    local x = select(i, ...)
+    if not awaitable(x) then
+      error(("bad argument #%d to '%s' (function, task or future " ..
+        "expected, got %s)"):format(i + skip, name, type(x)), 3)
+    end
+  end
   local tasks = {}
-  for i = 1, select("#", ...) do
+  for i = 1, n do
     local x = select(i, ...)
     if type(x) == "function" then
       tasks[i] = me.sched:spawn(x)
     elseif getmetatable(x) == sched.Task then
       tasks[i] = x
-    elseif type(x) == "userdata" and x.key then
-      tasks[i] = me.sched:spawn(sched.await_future, x)
     else
-      error(("bad argument #%d to '%s' (function, task or future " ..
-        "expected, got %s)"):format(i, name, type(x)), 3)
+      tasks[i] = me.sched:spawn(sched.await_future, x)
     end
   end
   return tasks
 end
 aio.to_tasks = to_tasks
 
+local gather_options = { return_errors = true }
+
 --- Runs everything concurrently and returns the first result of each, in
 --- order. The first error cancels the others, waits for their cleanup and
---- is raised.
----@param ... (async fun(): any)|synchro.Task|synchro.Future
+--- is raised. A first argument that is a plain table (no metatable) holds
+--- options: with `{ return_errors = true }` nothing is cancelled and the
+--- slot of a failed item holds its error value instead.
+---@param ... table|(async fun(): any)|synchro.Task|synchro.Future
 ---@return ...
 function aio.gather(...)
-  return sched.gather_tasks(to_tasks("gather", ...), {})
+  local opts, skip = {}, 0
+  local x = ...
+  if type(x) == "table" and getmetatable(x) == nil then
+    for k in pairs(x) do
+      if not gather_options[k] then
+        error(("bad argument #1 to 'gather' (unknown option '%s')")
+          :format(tostring(k)), 2)
+      end
+    end
+    opts, skip = x, 1
+  end
+  return sched.gather_tasks(to_tasks("gather", skip, select(skip + 1, ...)),
+    opts)
 end
 
 --- Runs everything concurrently; the first to finish wins: its results are
@@ -90,7 +118,7 @@ end
 ---@param ... (async fun(): any)|synchro.Task|synchro.Future
 ---@return ...
 function aio.race(...)
-  return sched.race_tasks(to_tasks("race", ...))
+  return sched.race_tasks(to_tasks("race", 0, ...))
 end
 
 --- Runs `fn(...)` in a child task with a time limit; on expiry the child is
@@ -133,5 +161,6 @@ for k, v in pairs(require "synchro.aio.sync") do aio[k] = v end
 function aio.is_cancelled(err)
   return err == sched.Cancelled
 end
+
 
 return aio

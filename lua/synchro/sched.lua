@@ -347,7 +347,9 @@ function M.gather_tasks(tasks, opts)
       joiners[#joiners + 1] = function(done)
         left = left - 1
         if not done.ok and not failed then failed = done end
-        if token and (left == 0 or failed) then me.sched:wake(me, token) end
+        if token and (left == 0 or (failed and not opts.return_errors)) then
+          me.sched:wake(me, token)
+        end
       end
     else
       left = left - 1
