@@ -111,8 +111,7 @@ void synchro__call_complete(synchro_call_t *call, int status) {
   int fd;
   call->status = status;
   synchro__call_ref(call); /* a waiter may drop the last other ref */
-  synchro__event_set(&call->done);
-  synchro__fence(); /* Dekker with call_pollfd */
+  synchro__event_set(&call->done); /* seq_cst: Dekker with call_pollfd */
   fd = __atomic_load_n(&call->pollfd, __ATOMIC_SEQ_CST);
   if (fd >= 0)
     signal_pollfd(call, fd);

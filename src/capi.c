@@ -106,6 +106,7 @@ static int submit(synchro_t *s, const char *path, const synchro_value_t *args,
   call = synchro__call_new(s, SYNCHRO_FN_BY_PATH);
   if (call == NULL)
     return SYNCHRO_ENOMEM;
+  call->plain_results = 1;
   first = synchro_string(path);
   err = synchro__capi_encode(&call->args, &first, args, nargs);
   if (err != 0) {

@@ -19,7 +19,6 @@
 #define synchro__cas(p, expected, desired)                                   \
   __atomic_compare_exchange_n((p), (expected), (desired), 0,                 \
                               __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
-#define synchro__fence() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 
 #if defined(__x86_64__) || defined(__i386__)
 #define synchro__cpu_relax() __builtin_ia32_pause()
@@ -116,6 +115,7 @@ struct synchro_call {
   synchro_msg_t msg; /* kind SYNCHRO_MSG_CALL; first member */
   int refs;
   int cancel_sent;
+  int plain_results; /* a C caller: results must be plain data, no proxies */
   int64_t fn_id;
   synchro_t *S; /* holds a reference */
   /* Called (on the completing thread) once the call is done; set before
@@ -210,6 +210,7 @@ struct synchro {
   char *cpath;
   int paths_prepend; /* C hosts: path and cpath go before the defaults */
   int loop_abandoned; /* a threadpool request outlived the loop's close */
+  int forked; /* this is a child process: the loop thread is not here */
   double close_grace;
   int close_requested; /* 0, 1 asked, 2 seen by the loop */
   uv_mutex_t lock; /* start and close only */

@@ -5,6 +5,7 @@
  * messages, the loop spins a little in its prepare phase before it parks,
  * because a blocking caller usually sends the next call within a few
  * microseconds. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,8 @@ static void drop_messages(synchro_t *S) {
 void synchro__unref(synchro_t *S) {
   if (S == NULL || synchro__decr(&S->refs) != 0)
     return;
+  if (S->forked)
+    return; /* its lock and loop belonged to threads of the parent */
   /* The last reference: the owner closed it, or it never started. */
   synchro__close(S, 0);
   drop_messages(S);
@@ -246,9 +249,31 @@ static void at_exit(void) {
   }
 }
 
+/* fork(): the child has none of the loop threads. Synchronizers that were
+ * running are dead there: they refuse calls, and closing them (at exit
+ * too) touches nothing the threads owned. One that never started starts
+ * afresh in the child on first use. No lock is held across the fork. */
+static void atfork_prepare(void) { uv_mutex_lock(&live_lock); }
+
+static void atfork_parent(void) { uv_mutex_unlock(&live_lock); }
+
+static void atfork_child(void) {
+  size_t i;
+  for (i = 0; i < live_count; i++) {
+    synchro_t *S = live[i];
+    S->forked = 1;
+    S->state = SYNCHRO_STATE_CLOSED;
+    S->thread_started = 0;
+    S->mailbox.closed = 1;
+  }
+  live_count = 0;
+  uv_mutex_unlock(&live_lock);
+}
+
 static void live_init(void) {
   uv_mutex_init(&live_lock);
   atexit(at_exit);
+  pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
 static void live_add(synchro_t *S) {
@@ -281,6 +306,8 @@ static void live_remove(synchro_t *S) {
 
 int synchro__start(synchro_t *S) {
   int err = 0;
+  if (S->forked)
+    return SYNCHRO_ECLOSED;
   if (synchro__load(&S->state) == SYNCHRO_STATE_RUNNING)
     return S->start_error;
   uv_mutex_lock(&S->lock);
@@ -344,6 +371,8 @@ void synchro__loop_stop(synchro_t *S) {
 
 void synchro__close(synchro_t *S, double grace) {
   int join = 0;
+  if (S->forked)
+    return;
   uv_mutex_lock(&S->lock);
   switch (S->state) {
   case SYNCHRO_STATE_NEW:

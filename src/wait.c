@@ -76,7 +76,9 @@ int synchro__event_is_set(synchro_event_t *ev) {
 void synchro__event_reset(synchro_event_t *ev) { synchro__store(&ev->word, 0); }
 
 void synchro__event_set(synchro_event_t *ev) {
-  if (synchro__xchg(&ev->word, 1) == 2)
+  /* seq_cst, so that a later seq_cst load by the setter is ordered after
+   * it (see synchro__call_pollfd) */
+  if (__atomic_exchange_n(&ev->word, 1, __ATOMIC_SEQ_CST) == 2)
     unpark_all(&ev->word);
 }
 

@@ -51,7 +51,7 @@ check tsan-busted-5.4 tools/with-env.sh build/tsan env \
 for t in build/5.4/spec/c/test-*; do
   [ -x "$t" ] || continue
   check "valgrind-$(basename "$t")" env SYNCHRO_TEST_QUICK=1 \
-    valgrind -q --error-exitcode=1 \
+    valgrind -q --error-exitcode=1 --child-silent-after-fork=yes \
     --leak-check=full --errors-for-leak-kinds=definite,indirect "$t"
 done
 

@@ -1,7 +1,10 @@
 /* The public C API: every function's success and error cases, threads,
  * futures through poll, on_done, cancel, close with calls in flight. */
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "lauxlib.h"
@@ -421,6 +424,37 @@ static void test_close_in_flight(void) {
   }
 }
 
+/* After fork(), the child's copy of a running synchronizer refuses calls
+ * at once and closes without waiting for threads it does not have. */
+static void test_fork(void) {
+  synchro_t *s = open_loaded();
+  synchro_value_t args[2];
+  pid_t pid;
+  int status = -1, i;
+  args[0] = synchro_integer(1);
+  args[1] = synchro_integer(2);
+  CHECK_EQ_INT(synchro_call(s, "add", args, 2, NULL, NULL, -1, NULL), 0);
+  pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    int rc = synchro_call(s, "add", args, 2, NULL, NULL, -1, NULL);
+    synchro_close(s, 1);
+    _exit(rc == SYNCHRO_ECLOSED ? 0 : 1);
+  }
+  for (i = 0; i < 1000; i++) { /* up to 10 s: a hang fails the test */
+    if (waitpid(pid, &status, WNOHANG) == pid)
+      break;
+    uv_sleep(10);
+  }
+  if (i == 1000)
+    kill(pid, SIGKILL);
+  CHECK(i < 1000);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  /* the parent's synchronizer is untouched */
+  CHECK_EQ_INT(synchro_call(s, "add", args, 2, NULL, NULL, -1, NULL), 0);
+  synchro_close(s, -1);
+}
+
 static void test_lua_push(void) {
   synchro_t *s = open_loaded();
   lua_State *L = luaL_newstate();
@@ -456,6 +490,7 @@ int main(void) {
   RUN(test_threads);
   RUN(test_futures);
   RUN(test_close_in_flight);
+  RUN(test_fork);
   RUN(test_lua_push);
   return 0;
 }

@@ -58,6 +58,9 @@ int synchro__raise_interrupted(lua_State *L) {
 }
 
 static int raise_closed(lua_State *L, synchro_t *S) {
+  if (S->forked)
+    return luaL_error(L, "ECLOSED: synchronizer '%s' belongs to the parent "
+                         "process (it ran before fork())", S->name);
   if (S->start_message != NULL)
     return luaL_error(L, "ETHREAD: synchronizer '%s' failed to start: %s",
                       S->name, S->start_message);

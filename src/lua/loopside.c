@@ -125,8 +125,10 @@ static int reply(lua_State *L) {
   int n = lua_gettop(L) - 2, status, bad = 0;
   if (lua_type(L, 2) == LUA_TBOOLEAN && lua_toboolean(L, 2)) {
     status = SYNCHRO_CALL_OK;
-    if (synchro__marshal_encode(L, 3, n, SYNCHRO_MARSHAL_PROXY, "results",
-                                &call->reply, &bad) != 0) {
+    int mode = call->plain_results ? SYNCHRO_MARSHAL_DATA
+                                   : SYNCHRO_MARSHAL_PROXY;
+    if (synchro__marshal_encode(L, 3, n, mode, "results", &call->reply,
+                                &bad) != 0) {
       /* A result that cannot cross is the call's error. */
       lua_pushfstring(L, "bad result #%d (%s)", bad, lua_tostring(L, -1));
       lua_replace(L, 3);
