@@ -162,5 +162,6 @@ function aio.is_cancelled(err)
   return err == sched.Cancelled
 end
 
+aio.run_in_thread = require("synchro.aio.thread").run_in_thread
 
 return aio

@@ -1,2 +1,491 @@
--- synchro.aio.process (being written)
-return {}
+--- synchro.aio.process: child processes with pipes, for async code on a
+--- synchronizer's loop.
+---
+--- `spawn` starts a child and returns a Process; `run` runs one to the end
+--- and returns what it wrote. The pipes are buffered streams (`read`,
+--- `read_line`, `read_all`, `write`, `close`).
+local core = require "synchro.core"
+local sched = require "synchro.sched"
+
+local M = {}
+
+local HIGH_WATER = 256 * 1024 -- buffered bytes at which reading pauses
+local concat = table.concat
+
+local function arg_error(n, fname, msg, level)
+  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg),
+    (level or 2) + 1)
+end
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+-- Streams --------------------------------------------------------------------
+
+--- A pipe to or from a child: reads are buffered; a write waits until the
+--- bytes are handed to the system.
+---@class synchro.aio.Stream
+local Stream = {}
+Stream.__index = Stream
+M.Stream = Stream
+
+-- The state the pipe's event function sees. It must not refer to the
+-- Stream (nor to the pipe), so that an unused stream can be collected,
+-- which closes its pipe.
+local function new_state()
+  return {
+    buf = "", pos = 1, more = {}, size = 0, -- unread: buf:sub(pos)..more
+    eof = false, err = nil, reading = false,
+    reader = nil, writers = {},
+  }
+end
+
+local function on_event(st, kind, a, b, c)
+  if kind == "data" then
+    st.more[#st.more + 1] = a
+    st.size = st.size + #a
+    if st.reader then st.reader() end
+    if st.size >= HIGH_WATER then
+      st.reading = false
+      return true -- pause reading
+    end
+  elseif kind == "written" then
+    local w = st.writers[a]
+    st.writers[a] = nil
+    if w then w(b, c) end
+  else
+    st.reading = false
+    if kind == "eof" then st.eof = true else st.err = { a, b } end
+    if st.reader then st.reader() end
+  end
+end
+
+local function new_stream(pipe, readable)
+  local st = new_state()
+  pipe:callback(function(...) return on_event(st, ...) end)
+  return setmetatable({ pipe = pipe, st = st, readable = readable }, Stream)
+end
+
+local function check_stream(self, fname, readable)
+  if getmetatable(self) ~= Stream then
+    arg_error(1, fname, "stream expected, got " .. type(self), 3)
+  end
+  if self.closed then arg_error(1, fname, "stream is closed", 3) end
+  if readable ~= nil and self.readable ~= readable then
+    arg_error(1, fname, readable and "stream is not readable" or
+      "stream is not writable", 3)
+  end
+  return self.st
+end
+
+-- Waits for the next event (data, end, error or close) of a readable
+-- stream. Returns nil, or nil, message, name if reading cannot start.
+local function wait_event(self, fname)
+  local st = self.st
+  if st.reader then
+    arg_error(1, fname, "another task is reading this stream", 3)
+  end
+  local task, token = sched.prepare(fname)
+  if not st.reading then
+    local ok, msg, code = self.pipe:read_start()
+    if not ok then return nil, msg, code end
+    st.reading = true
+  end
+  st.reader = function() task.sched:wake(task, token) end
+  sched.suspend(task, function() st.reader = nil end)
+  st.reader = nil
+  if (st.eof or st.err) and not self.closed and not self.released then
+    -- nothing more will come: free the pipe now, keep what is buffered
+    self.released = true
+    self.pipe:close()
+  end
+end
+
+-- Moves every unread byte into st.buf (from st.pos on).
+local function gather(st)
+  if #st.more > 0 then
+    st.buf = st.buf:sub(st.pos) .. concat(st.more)
+    st.pos = 1
+    st.more = {}
+  end
+end
+
+local function take(st, n)
+  gather(st)
+  local s = st.buf:sub(st.pos, st.pos + n - 1)
+  st.pos = st.pos + #s
+  st.size = st.size - #s
+  if st.pos > #st.buf then st.buf, st.pos = "", 1 end
+  return s
+end
+
+-- nil, message, name for a failed stream; nil at its end.
+local function ended(self)
+  local st = self.st
+  if self.closed then
+    return nil, "ECANCELED: operation canceled", "ECANCELED"
+  end
+  if st.err then return nil, st.err[1], st.err[2] end
+  return nil
+end
+
+--- Reads up to `n` bytes (default: whatever is buffered), waiting for at
+--- least one. Returns nil at the end of the stream, or nil, message, name
+--- on error.
+---@param n integer?
+---@return string|nil data
+---@return string? message
+---@return string? name
+function Stream:read(n)
+  local st = check_stream(self, "read", true)
+  if n ~= nil and (type(n) ~= "number" or n < 1) then
+    arg_error(1, "read", "positive number expected, got " .. tostring(n))
+  end
+  while st.size == 0 do
+    if st.eof or st.err or self.closed then return ended(self) end
+    local _, msg, code = wait_event(self, "read")
+    if msg then return nil, msg, code end
+  end
+  return take(st, n or st.size)
+end
+
+--- Reads one line, without its "\n". At the end of the stream returns
+--- the last, unterminated line if there is one, else nil.
+---@return string|nil line
+---@return string? message
+---@return string? name
+function Stream:read_line()
+  local st = check_stream(self, "read_line", true)
+  local scanned = 0 -- unread bytes known to hold no "\n"
+  while true do
+    gather(st)
+    local nl = st.buf:find("\n", st.pos + scanned, true)
+    if nl then
+      local line = take(st, nl - st.pos + 1)
+      return line:sub(1, -2)
+    end
+    scanned = #st.buf - st.pos + 1
+    if st.eof or st.err or self.closed then
+      if st.size > 0 and not self.closed then return take(st, st.size) end
+      return ended(self)
+    end
+    local _, msg, code = wait_event(self, "read_line")
+    if msg then return nil, msg, code end
+  end
+end
+
+--- Reads until the end of the stream; returns everything (maybe "").
+---@return string|nil data
+---@return string? message
+---@return string? name
+function Stream:read_all()
+  local st = check_stream(self, "read_all", true)
+  local parts = {}
+  while true do
+    if st.size > 0 then parts[#parts + 1] = take(st, st.size) end
+    if st.err or self.closed then return ended(self) end
+    if st.eof then return concat(parts) end
+    local _, msg, code = wait_event(self, "read_all")
+    if msg then return nil, msg, code end
+  end
+end
+
+--- Writes `data` and waits until it is handed to the system. Returns
+--- true, or nil, message, name (EPIPE once the child closed its end).
+---@param data string
+---@return true|nil ok
+---@return string? message
+---@return string? name
+function Stream:write(data)
+  local st = check_stream(self, "write", false)
+  if type(data) ~= "string" then
+    if type(data) ~= "number" then
+      arg_error(1, "write", "string expected, got " .. type(data))
+    end
+    data = tostring(data)
+  end
+  local task, token = sched.prepare("write")
+  local id, msg, code = self.pipe:write(data)
+  if not id then return nil, msg, code end
+  local result
+  st.writers[id] = function(m, c)
+    result = { m, c }
+    task.sched:wake(task, token)
+  end
+  -- A cancelled write stops waiting; the bytes may still be written.
+  sched.suspend(task, function() st.writers[id] = nil end)
+  if result[1] then return nil, result[1], result[2] end
+  return true
+end
+
+--- Closes the pipe (a child reading its stdin sees the end). Waiting
+--- reads and writes return nil, "ECANCELED: ...", "ECANCELED". Safe to
+--- call twice.
+function Stream:close()
+  if getmetatable(self) ~= Stream then
+    arg_error(1, "close", "stream expected, got " .. type(self))
+  end
+  if self.closed then return end
+  self.closed = true
+  self.pipe:close()
+  local st = self.st
+  if st.reader then st.reader() end
+  local writers = st.writers
+  st.writers = {}
+  for _, w in pairs(writers) do
+    w("ECANCELED: operation canceled", "ECANCELED")
+  end
+end
+Stream.__close = Stream.close
+
+-- Processes -----------------------------------------------------------------
+
+--- A child process: `pid`, and `stdin`, `stdout`, `stderr` streams for
+--- the stdio spawned with "pipe".
+---@class synchro.aio.Process
+---@field pid integer
+---@field stdin synchro.aio.Stream|nil
+---@field stdout synchro.aio.Stream|nil
+---@field stderr synchro.aio.Stream|nil
+local Process = {}
+Process.__index = Process
+M.Process = Process
+
+---@class synchro.aio.SpawnOptions
+---@field cwd string? the directory to start in
+---@field env table<string, string|number>? replaces the environment
+---@field stdin "pipe"|"inherit"|"ignore"|nil (run: or the data to feed)
+---@field stdout "pipe"|"inherit"|"ignore"|nil
+---@field stderr "pipe"|"inherit"|"ignore"|nil
+
+local STDIO = { pipe = true, inherit = true, ignore = true }
+local OPTIONS = { cwd = true, env = true, stdin = true, stdout = true,
+  stderr = true }
+
+local function check_options(fname, cmd, args, opts)
+  if type(cmd) ~= "string" then
+    arg_error(1, fname, "string expected, got " .. type(cmd), 3)
+  end
+  local argv = {}
+  if args ~= nil then
+    if type(args) ~= "table" then
+      arg_error(2, fname, "table expected, got " .. type(args), 3)
+    end
+    for i = 1, #args do
+      local a = args[i]
+      if type(a) == "number" then a = tostring(a) end
+      if type(a) ~= "string" then
+        arg_error(2, fname, ("args[%d]: string expected, got %s")
+          :format(i, type(a)), 3)
+      end
+      argv[i] = a
+    end
+  end
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    arg_error(3, fname, "table expected, got " .. type(opts), 3)
+  end
+  for k in pairs(opts) do
+    if not OPTIONS[k] then
+      arg_error(3, fname, "unknown option '" .. tostring(k) .. "'", 3)
+    end
+  end
+  if opts.cwd ~= nil and type(opts.cwd) ~= "string" then
+    arg_error(3, fname, "cwd: string expected, got " .. type(opts.cwd), 3)
+  end
+  local env
+  if opts.env ~= nil then
+    if type(opts.env) ~= "table" then
+      arg_error(3, fname, "env: table expected, got " .. type(opts.env), 3)
+    end
+    env = {}
+    for k, v in pairs(opts.env) do
+      if type(k) ~= "string" or k:find("=", 1, true) or k == "" then
+        arg_error(3, fname, "env: bad variable name " .. tostring(k), 3)
+      end
+      if type(v) == "number" then v = tostring(v) end
+      if type(v) ~= "string" then
+        arg_error(3, fname, ("env.%s: string expected, got %s")
+          :format(k, type(v)), 3)
+      end
+      env[#env + 1] = k .. "=" .. v
+    end
+    table.sort(env)
+  end
+  local stdio = {}
+  for i, name in ipairs({ "stdin", "stdout", "stderr" }) do
+    local mode = opts[name]
+    if mode == nil then
+      mode = "inherit"
+    elseif not STDIO[mode] then
+      arg_error(3, fname, ("%s: \"pipe\", \"inherit\" or \"ignore\" " ..
+        "expected, got %s"):format(name, tostring(mode)), 3)
+    end
+    stdio[i] = mode
+  end
+  return cmd, argv, opts.cwd, env, stdio
+end
+
+local function start(cmd, argv, cwd, env, stdio)
+  local proc = { waiters = {} }
+  local handle, pid, stdin, stdout, stderr = core.spawn(cmd, argv, cwd, env,
+    stdio, function(status, signal)
+      -- A child killed by signal n reports 128 + n, as the shell does.
+      if signal ~= 0 then
+        proc.code, proc.signal = 128 + signal, signal
+      else
+        proc.code = status
+      end
+      local waiters = proc.waiters
+      proc.waiters = {}
+      for w in pairs(waiters) do w() end
+    end)
+  if not handle then
+    local msg, name = pid, stdin
+    return nil, msg, name
+  end
+  proc.handle = handle
+  proc.pid = pid
+  proc.stdin = stdin and new_stream(stdin, false)
+  proc.stdout = stdout and new_stream(stdout, true)
+  proc.stderr = stderr and new_stream(stderr, true)
+  return setmetatable(proc, Process)
+end
+
+--- Starts `cmd` (looked up in PATH) with the arguments `args`. Options:
+--- `cwd`; `env`, a table name -> value that replaces the environment;
+--- `stdin`, `stdout`, `stderr`: "pipe" (a stream on the Process),
+--- "inherit" (the default: this process's own) or "ignore" (/dev/null).
+--- Returns the Process, or nil, message, name (e.g. ENOENT).
+---@param cmd string
+---@param args string[]?
+---@param opts synchro.aio.SpawnOptions?
+---@return synchro.aio.Process|nil
+---@return string? message
+---@return string? name
+function M.spawn(cmd, args, opts)
+  return start(check_options("spawn", cmd, args, opts))
+end
+
+--- Waits for the child to exit; returns its exit code (128 + n when
+--- signal n killed it) and the signal number (nil if none). Any number of
+--- tasks may wait; a cancelled wait leaves the child running.
+---@return integer code
+---@return integer|nil signal
+function Process:wait()
+  if self.code == nil then
+    local task, token = sched.prepare("wait")
+    local waiters = self.waiters
+    local function wake() task.sched:wake(task, token) end
+    waiters[wake] = true
+    sched.suspend(task, function() waiters[wake] = nil end)
+  end
+  return self.code, self.signal
+end
+
+local function signal_number(sig)
+  if sig == nil then return core.signals.SIGTERM end
+  if type(sig) == "number" then
+    if sig ~= math.floor(sig) or sig < 0 then return nil end
+    return sig
+  end
+  if type(sig) == "string" then
+    local name = sig:upper()
+    return core.signals[name] or core.signals["SIG" .. name]
+  end
+end
+
+--- Sends a signal (a name like "SIGKILL" or "KILL", or a number; default
+--- "SIGTERM"). Returns true, or nil, message, name (ESRCH once the child
+--- has exited).
+---@param sig string|integer|nil
+---@return true|nil ok
+---@return string? message
+---@return string? name
+function Process:kill(sig)
+  local num = signal_number(sig)
+  if num == nil then
+    arg_error(1, "kill", "unknown signal " .. tostring(sig))
+  end
+  if self.code ~= nil then
+    return nil, "ESRCH: no such process", "ESRCH"
+  end
+  return self.handle:kill(num)
+end
+
+--- Closes the pipes and, if the child still runs, kills it with SIGKILL
+--- (call wait() first to let it finish). Never waits; the child is
+--- reaped when it exits. Safe to call twice.
+function Process:close()
+  if self.stdin then self.stdin:close() end
+  if self.stdout then self.stdout:close() end
+  if self.stderr then self.stderr:close() end
+  if self.code == nil and not self.killed then
+    self.killed = true
+    self.handle:kill(core.signals.SIGKILL)
+  end
+end
+Process.__close = Process.close
+
+-- run ------------------------------------------------------------------------
+
+local ypcall = sched.yieldable_pcalls()
+
+--- Runs `cmd` to the end and returns what it wrote to stdout and stderr,
+--- its exit code and the signal that killed it (or nil). Both pipes are
+--- read concurrently, so a child that writes a lot to both cannot block.
+--- Options as for spawn, except that `stdin` may be a string to feed to
+--- the child (default: "ignore"), and stdout and stderr default to "pipe"
+--- (with "inherit" or "ignore" the result is nil). If the task is
+--- cancelled, the child is killed. Returns nil, message, name if the
+--- child cannot start.
+---@param cmd string
+---@param args string[]?
+---@param opts synchro.aio.SpawnOptions?
+---@return string|nil stdout
+---@return string|nil stderr
+---@return integer|nil code
+---@return integer|nil signal
+function M.run(cmd, args, opts)
+  local o = opts
+  if opts == nil or type(opts) == "table" then
+    o = {}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    local input = o.stdin
+    if input ~= nil and input ~= "inherit" and input ~= "ignore" then
+      if type(input) ~= "string" then
+        arg_error(3, "run", "stdin: string expected, got " .. type(input))
+      end
+      o.stdin = "pipe"
+    end
+    o.stdin = o.stdin or "ignore"
+    o.stdout = o.stdout or "pipe"
+    o.stderr = o.stderr or "pipe"
+  end
+  local _, argv, cwd, env, stdio = check_options("run", cmd, args, o)
+  local input = o.stdin == "pipe" and opts.stdin or nil
+  local proc, msg, code = start(cmd, argv, cwd, env, stdio)
+  if not proc then return nil, msg, code end
+  local r = pack(ypcall(function()
+    local aio = require "synchro.aio"
+    local function read(s)
+      return function() return s and { s:read_all() } or {} end
+    end
+    local function feed()
+      if proc.stdin then
+        -- EPIPE if the child did not read it all: not an error here
+        if input ~= "" then proc.stdin:write(input) end
+        proc.stdin:close()
+      end
+    end
+    local out, err = aio.gather(read(proc.stdout), read(proc.stderr), feed)
+    local c, s = proc:wait()
+    if out[2] then return nil, out[2], out[3] end
+    if err[2] then return nil, err[2], err[3] end
+    return out[1], err[1], c, s
+  end))
+  proc:close()
+  if not r[1] then error(r[2], 0) end
+  return (table.unpack or unpack)(r, 2, r.n)
+end
+
+return M
