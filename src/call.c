@@ -62,10 +62,14 @@ static void notify(synchro_notifier_t *n, synchro_call_t *call) {
     call->done_next = head;
   } while (!__atomic_compare_exchange_n(&n->completed, &head, call, 1,
                                         __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
-  if (n->async != NULL)
-    uv_async_send(n->async);
-  else
+  if (n->loop_mode) {
+    uv_mutex_lock(&n->lock);
+    if (n->async != NULL)
+      uv_async_send(n->async);
+    uv_mutex_unlock(&n->lock);
+  } else {
     synchro__event_set(&n->ready);
+  }
 }
 
 static void signal_pollfd(synchro_call_t *call, int fd) {
@@ -161,9 +165,25 @@ int synchro__call_cancel(synchro_call_t *call) {
 
 synchro_notifier_t *synchro__notifier_new(void) {
   synchro_notifier_t *n = calloc(1, sizeof(*n));
-  if (n != NULL)
-    n->refs = 1;
+  if (n == NULL)
+    return NULL;
+  if (uv_mutex_init(&n->lock) != 0) {
+    free(n);
+    return NULL;
+  }
+  n->refs = 1;
   return n;
+}
+
+void synchro__notifier_use_loop(synchro_notifier_t *n, synchro_t *S) {
+  n->async = &S->notify_async;
+  n->loop_mode = 1;
+}
+
+void synchro__notifier_detach_loop(synchro_notifier_t *n) {
+  uv_mutex_lock(&n->lock);
+  n->async = NULL;
+  uv_mutex_unlock(&n->lock);
 }
 
 void synchro__notifier_ref(synchro_notifier_t *n) { synchro__incr(&n->refs); }
@@ -178,6 +198,7 @@ void synchro__notifier_unref(synchro_notifier_t *n) {
     synchro__call_unref(call);
     call = next;
   }
+  uv_mutex_destroy(&n->lock);
   free(n);
 }
 

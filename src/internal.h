@@ -161,11 +161,19 @@ struct synchro_notifier {
   int refs;
   synchro_call_t *completed; /* a stack, like the mailbox */
   synchro_event_t ready;
-  uv_async_t *async; /* when set, wake a loop instead of the event */
-  int async_closing;
+  /* A loop's notifier wakes the loop with async instead of the event;
+   * lock keeps async from being used while the loop shuts it down. */
+  int loop_mode;
+  uv_async_t *async;
+  uv_mutex_t lock;
 };
 
 synchro_notifier_t *synchro__notifier_new(void);
+/* Makes n wake S's loop (S->notify_async) instead of an event. Loop
+ * thread. */
+void synchro__notifier_use_loop(synchro_notifier_t *n, synchro_t *S);
+/* The loop is going away: later completions must not touch it. */
+void synchro__notifier_detach_loop(synchro_notifier_t *n);
 void synchro__notifier_ref(synchro_notifier_t *n);
 void synchro__notifier_unref(synchro_notifier_t *n);
 /* Completed calls, oldest first, linked by done_next; each holds one
@@ -218,6 +226,8 @@ struct synchro {
   int thread_started;
   uv_loop_t loop;
   uv_async_t wakeup;
+  uv_async_t notify_async;          /* wakes the loop for loop_notifier */
+  synchro_notifier_t *loop_notifier; /* completions awaited by its tasks */
   uv_prepare_t prepare;
   uv_timer_t grace_timer;
   lua_State *L; /* the loop VM: touched only by the loop thread */
@@ -282,6 +292,8 @@ void synchro__workers_register(lua_State *L);
 /* ---- lua/binding.c and lua/future.c ---- */
 int synchro__lua_open(lua_State *L);
 void synchro__future_register(lua_State *L);
+/* Pushes a Notifier object for n (taking a reference). */
+void synchro__push_notifier(lua_State *L, synchro_notifier_t *n);
 /* Pushes the results of a completed call, or raises its error. */
 int synchro__push_reply(lua_State *L, synchro_call_t *call);
 /* Non-zero when the standalone interpreter flagged Ctrl-C on L. */

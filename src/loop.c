@@ -205,6 +205,11 @@ static void thread_main(void *arg) {
   uv_run(&S->loop, UV_RUN_DEFAULT);
 
   /* Stopped: fail what is still queued, free the VM, close the handles. */
+  if (S->loop_notifier != NULL) {
+    synchro__notifier_detach_loop(S->loop_notifier);
+    synchro__notifier_unref(S->loop_notifier);
+    S->loop_notifier = NULL;
+  }
   synchro__mailbox_close(&S->mailbox);
   drop_messages(S);
   synchro__loopside_shutdown(S);

@@ -131,9 +131,32 @@ end
 
 -- How a wrapped function crosses into its own loop (as an upvalue of
 -- another wrapped function): by identity, called in place there.
+-- Elsewhere (another synchronizer's loop) it is that synchronizer's
+-- wrapped function; the payload carries a reference to it.
 function Wrapped.__synchro(self)
-  return "synchro.fn", core.identity(self._ud) .. "#" .. self._id
+  return "synchro.fn", ("%s#%d#%s#%s"):format(core.identity(self._ud),
+    self._id, core.export_string(self._ud), self._name)
 end
+
+-- A wrapped function object for function id of the synchronizer ud.
+local function make_wrapped(ud, id, name, timeout)
+  local w = setmetatable({ _ud = ud, _id = id, _timeout = timeout,
+    _name = name }, Wrapped)
+  w.aio = function(...)
+    local await = current_awaiter()
+    if not await then
+      error("'.aio' must be called from async code (inside synchro.run, " ..
+        "a task, or a synchro.luv or synchro.cqueues coroutine); call the " ..
+        "function plainly to block", 2)
+    end
+    return await(core_submit(ud, id, ...))
+  end
+  -- always blocks, even in async code (blocking that scheduler)
+  w.sync = function(...) return core_call(w, ...) end
+  w.future = function(...) return core_submit(ud, id, ...) end
+  return w
+end
+synchro._make_wrapped = make_wrapped
 
 --- Wraps an async function: `f(...)` blocks until it returns (or awaits,
 --- inside async code), `f.aio(...)` awaits, `f.future(...)` returns a
@@ -161,20 +184,8 @@ function Synchronizer:wrap(fn, opts)
     local info = debug.getinfo(fn, "S")
     name = ("function <%s:%d>"):format(info.short_src, info.linedefined)
   end
-  local w = setmetatable({ _ud = ud, _id = id, _timeout = opts.timeout,
-    _name = name, synchronizer = self }, Wrapped)
-  w.aio = function(...)
-    local await = current_awaiter()
-    if not await then
-      error("'.aio' must be called from async code (inside synchro.run, " ..
-        "a task, or a synchro.luv or synchro.cqueues coroutine); call the " ..
-        "function plainly to block", 2)
-    end
-    return await(core_submit(ud, id, ...))
-  end
-  -- always blocks, even in async code (blocking that scheduler)
-  w.sync = function(...) return core_call(w, ...) end
-  w.future = function(...) return core_submit(ud, id, ...) end
+  local w = make_wrapped(ud, id, name, opts.timeout)
+  w.synchronizer = self
   return w
 end
 

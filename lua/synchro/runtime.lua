@@ -6,7 +6,20 @@ local sched = require "synchro.sched"
 
 local R = {}
 
-local loop = sched.new({ timer = core.timer, now = core.now })
+local backend = { timer = core.timer, now = core.now, waiting = {} }
+local loop = sched.new(backend)
+-- Futures of other synchronizers that this loop's tasks await complete
+-- into the loop's notifier, which wakes the loop to take them.
+backend.notifier = core.loop_notifier(function()
+  local keys = backend.notifier:take()
+  for i = 1, #keys do
+    local list = backend.waiting[keys[i]]
+    backend.waiting[keys[i]] = nil
+    if list then
+      for j = 1, #list do list[j]() end
+    end
+  end
+end)
 R.sched = loop
 sched.loop = loop
 
@@ -370,12 +383,13 @@ end
 
 R.ext = {
   ["synchro.fn"] = function(payload)
-    local identity, id = payload:match("^(.-)#(%d+)$")
-    if identity ~= core.loop_identity() then
-      error("a function wrapped by another synchronizer cannot be " ..
-        "sent to this one's loop", 0)
+    local ident, id, ref, name = payload:match("^(.-)#(%d+)#(.-)#(.*)$")
+    local ud = core.import_string(ref) -- takes over the reference
+    if ident == core.loop_identity() then
+      return loop_wrapped(tonumber(id)) -- ud is dropped: it is our own
     end
-    return loop_wrapped(tonumber(id))
+    -- another synchronizer's function: awaited from this loop's tasks
+    return require("synchro")._make_wrapped(ud, tonumber(id), name)
   end,
 }
 

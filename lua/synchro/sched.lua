@@ -512,6 +512,10 @@ function M.yieldable_pcalls()
     return finish(co, handler, co_resume(co, co_yield(...)))
   end
   local function ypcall_impl(handler, fn, ...)
+    if type(fn) ~= "function" then -- a callable table or userdata
+      local callable = fn
+      fn = function(...) return callable(...) end
+    end
     local co = co_create(fn)
     M.children[co] = M.current
     return finish(co, handler, co_resume(co, ...))

@@ -189,6 +189,29 @@ static int l_import(lua_State *L) {
   return 1;
 }
 
+/* core.export_string(S) -> a reference to S as text, for a marshalled
+ * payload; the receiver must core.import_string it exactly once. */
+static int l_export_string(lua_State *L) {
+  synchro_t *S = check_S(L, 1);
+  synchro__ref(S);
+  lua_pushfstring(L, "%p", (void *)S);
+  return 1;
+}
+
+/* core.import_string(text) -> synchronizer (see export_string) */
+static int l_import_string(lua_State *L) {
+  const char *text = luaL_checkstring(L, 1);
+  void *p = NULL;
+  S_box_t *box;
+  if (sscanf(text, "%p", &p) != 1 || p == NULL)
+    return luaL_argerror(L, 1, "not a synchronizer reference");
+  box = lua_newuserdata(L, sizeof(*box));
+  box->S = p;
+  box->imported = 1;
+  luaL_setmetatable(L, S_MT);
+  return 1;
+}
+
 /* S:close([grace]). The box keeps its reference until collected, so that
  * later calls can say which synchronizer is closed. */
 static int l_close(lua_State *L) {
@@ -389,6 +412,8 @@ int synchro__lua_open(lua_State *L) {
       {"define", l_define},     {"call", l_call},
       {"submit", l_submit},     {"traceback", l_traceback},
       {"export", l_export},     {"import", l_import},
+      {"export_string", l_export_string},
+      {"import_string", l_import_string},
       {NULL, NULL}};
   if (luaL_newmetatable(L, S_MT)) {
     lua_pushcfunction(L, l_gc);

@@ -112,6 +112,14 @@ static int f_listen(lua_State *L) {
   return 1;
 }
 
+void synchro__push_notifier(lua_State *L, synchro_notifier_t *n) {
+  synchro_notifier_t **box = lua_newuserdata(L, sizeof(*box));
+  *box = NULL;
+  luaL_setmetatable(L, NOTIFIER_MT);
+  synchro__notifier_ref(n);
+  *box = n;
+}
+
 /* core.notifier() -> notifier */
 static int n_new(lua_State *L) {
   synchro_notifier_t **box = lua_newuserdata(L, sizeof(*box));
