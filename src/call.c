@@ -175,8 +175,8 @@ synchro_notifier_t *synchro__notifier_new(void) {
   return n;
 }
 
-void synchro__notifier_use_loop(synchro_notifier_t *n, synchro_t *S) {
-  n->async = &S->notify_async;
+void synchro__notifier_use_async(synchro_notifier_t *n, uv_async_t *async) {
+  n->async = async;
   n->loop_mode = 1;
 }
 

@@ -169,9 +169,8 @@ struct synchro_notifier {
 };
 
 synchro_notifier_t *synchro__notifier_new(void);
-/* Makes n wake S's loop (S->notify_async) instead of an event. Loop
- * thread. */
-void synchro__notifier_use_loop(synchro_notifier_t *n, synchro_t *S);
+/* Makes n wake a loop through async instead of setting its event. */
+void synchro__notifier_use_async(synchro_notifier_t *n, uv_async_t *async);
 /* The loop is going away: later completions must not touch it. */
 void synchro__notifier_detach_loop(synchro_notifier_t *n);
 void synchro__notifier_ref(synchro_notifier_t *n);

@@ -399,7 +399,7 @@ static void test_notifier_async(void) {
   CHECK_EQ_INT(uv_async_init(&loop, &async, on_async), 0);
   ctx.n = synchro__notifier_new();
   CHECK(ctx.n != NULL);
-  ctx.n->async = &async;
+  synchro__notifier_use_async(ctx.n, &async);
   ctx.taken = 0;
   ctx.expected = 200;
   async.data = &ctx;
@@ -419,7 +419,7 @@ static void test_notifier_async(void) {
   uv_close((uv_handle_t *)&async, NULL);
   CHECK_EQ_INT(uv_run(&loop, UV_RUN_DEFAULT), 0);
   CHECK_EQ_INT(uv_loop_close(&loop), 0);
-  ctx.n->async = NULL;
+  synchro__notifier_detach_loop(ctx.n);
   for (i = 0; i < 200; i++) {
     CHECK_EQ_INT(refs_of(calls[i]), 1);
     synchro__call_unref(calls[i]);

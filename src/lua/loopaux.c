@@ -74,7 +74,7 @@ static int loop_notifier(lua_State *L) {
     return luaL_error(L, "not enough memory");
   uv_async_init(&S->loop, &S->notify_async, on_notify);
   S->notify_async.data = S;
-  synchro__notifier_use_loop(n, S);
+  synchro__notifier_use_async(n, &S->notify_async);
   S->loop_notifier = n; /* holds the first reference */
   lua_pushvalue(L, 1);
   lua_setfield(L, LUA_REGISTRYINDEX, "synchro.loop_notify");
