@@ -1,2 +1,143 @@
--- synchro.aio.dns (being written)
-return {}
+--- synchro.aio.dns: name resolution for async code on a synchronizer's
+--- loop. Lookups run on libuv's thread pool; the task waits without
+--- blocking the loop. Cancelling the task cancels the lookup.
+local core = require "synchro.core"
+local sched = require "synchro.sched"
+
+local dns = {}
+
+---@class synchro.dns.Address
+---@field addr string numeric address, "127.0.0.1" or "::1"
+---@field port integer
+---@field family "inet"|"inet6"
+---@field socktype "stream"|"dgram"|"raw"
+
+local function argerror(n, name, msg, level)
+  error(("bad argument #%d to '%s' (%s)"):format(n, name, msg),
+    (level or 2) + 1)
+end
+
+local function check_opts(opts, n, name)
+  if opts ~= nil and type(opts) ~= "table" then
+    argerror(n, name, "table expected, got " .. type(opts), 3)
+  end
+  return opts or {}
+end
+
+local FAMILIES = { inet = true, inet6 = true, any = true }
+local SOCKTYPES = { stream = true, dgram = true, any = true }
+
+-- Waits for a request that start(fn) begins; fn gets its results.
+local function wait_request(what, start)
+  local task, token = sched.prepare(what)
+  local sch = task.sched
+  local a, b, c
+  local req, msg, code = start(function(x, y, z)
+    a, b, c = x, y, z
+    sch:wake(task, token)
+  end)
+  if not req then return nil, msg, code end
+  sched.suspend(task, function() req:cancel() end)
+  return a, b, c
+end
+
+--- Resolves `host` (and a service name or port) into addresses, without
+--- blocking the loop.
+--- `opts.family`: "inet", "inet6" or "any" (default); `opts.socktype`:
+--- "stream" (default), "dgram" or "any".
+--- Returns a list of addresses, or nil, "EAI_NONAME: ...", "EAI_NONAME".
+---@param host string|nil
+---@param service string|integer|nil a service name ("http") or a port
+---@param opts {family: string?, socktype: string?}|nil
+---@return synchro.dns.Address[]|nil
+---@return string|nil message
+---@return string|nil code
+function dns.getaddrinfo(host, service, opts)
+  if host ~= nil and type(host) ~= "string" then
+    argerror(1, "getaddrinfo", "string expected, got " .. type(host))
+  end
+  local st = type(service)
+  if service ~= nil and st ~= "string" and st ~= "number" then
+    argerror(2, "getaddrinfo", "string or number expected, got " .. st)
+  end
+  if host == nil and service == nil then
+    argerror(1, "getaddrinfo", "host or service expected")
+  end
+  opts = check_opts(opts, 3, "getaddrinfo")
+  local family, socktype = opts.family or "any", opts.socktype or "stream"
+  if not FAMILIES[family] then
+    argerror(3, "getaddrinfo", "bad family '" .. tostring(family) .. "'")
+  end
+  if not SOCKTYPES[socktype] then
+    argerror(3, "getaddrinfo", "bad socktype '" .. tostring(socktype) .. "'")
+  end
+  if st == "number" then service = ("%d"):format(service) end
+  local list, msg, code = wait_request("getaddrinfo", function(fn)
+    return core.getaddrinfo(host, service, family, socktype, fn)
+  end)
+  if not list then return nil, msg, code end
+  -- the same address can come once per protocol: keep the first
+  local seen, out = {}, {}
+  for i = 1, #list do
+    local a = list[i]
+    local key = a.family .. " " .. a.addr .. " " .. a.port .. " " ..
+      a.socktype
+    if not seen[key] then
+      seen[key] = true
+      out[#out + 1] = a
+    end
+  end
+  return out
+end
+
+--- The host name and service name of a numeric address and port.
+--- `opts.numeric`: give numeric forms, look nothing up.
+---@param addr string
+---@param port integer
+---@param opts {numeric: boolean?}|nil
+---@return string|nil host
+---@return string service or error message
+---@return string|nil code on error
+function dns.getnameinfo(addr, port, opts)
+  if type(addr) ~= "string" then
+    argerror(1, "getnameinfo", "string expected, got " .. type(addr))
+  end
+  if core.ip_family(addr) == nil then
+    argerror(1, "getnameinfo", "numeric IPv4 or IPv6 address expected")
+  end
+  if type(port) ~= "number" then
+    argerror(2, "getnameinfo", "number expected, got " .. type(port))
+  end
+  opts = check_opts(opts, 3, "getnameinfo")
+  return wait_request("getnameinfo", function(fn)
+    return core.getnameinfo(addr, port, opts.numeric and true or false, fn)
+  end)
+end
+
+--- For tcp and udp: the addresses to try for host and port. A numeric
+--- address needs no lookup.
+---@param host string
+---@param port integer
+---@param socktype "stream"|"dgram"
+---@return synchro.dns.Address[]|nil
+---@return string|nil message
+---@return string|nil code
+function dns.resolve(host, port, socktype)
+  local family = core.ip_family(host)
+  if family then
+    return { { addr = host, port = port, family = family,
+      socktype = socktype } }
+  end
+  local list, msg, code = dns.getaddrinfo(host, port, { socktype = socktype })
+  if list and #list == 0 then
+    return nil, "EAI_NONAME: unknown node or service", "EAI_NONAME"
+  end
+  return list, msg, code
+end
+
+--- Is s a numeric IPv4 or IPv6 address? "inet", "inet6" or nil.
+---@param s string
+---@return "inet"|"inet6"|nil
+function dns.ip_family(s) return core.ip_family(s) end
+
+return dns
