@@ -23,6 +23,8 @@ build: deps
 demo: deps
 	@$(MAKE) --no-print-directory $(BUILD)/$(LUA)/.built
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) examples/quickstart.lua
+	@echo
+	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) examples/http_demo.lua
 
 test: build
 	@tools/test.sh $(LUAS)
@@ -33,6 +35,7 @@ check-sanitize: deps
 bench: deps
 	@$(MAKE) --no-print-directory $(BUILD)/$(LUA)/.built
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/roundtrip.lua
+	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/tcp_echo.lua
 
 lint:
 	@luacheck lua spec bench examples
