@@ -285,6 +285,47 @@ describe("adapters", function()
       assert.matches("^false nvim boom", result)
     end)
 
+    it("runs the example plugin: fetches a page into a buffer", function()
+      -- a local HTTP server, written with aio.tcp, in this process
+      local serve = S:wrap(function()
+        local aio = require "synchro.aio"
+        server = aio.tcp.listen("127.0.0.1", 0, function(conn) -- luacheck: ignore
+          while true do
+            local line = conn:read_line()
+            if line == nil or line == "" then break end
+          end
+          conn:write("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" ..
+            "hello from synchro\nsecond line\n")
+          conn:close()
+        end)
+        return server:port() -- luacheck: ignore
+      end)
+      local port = serve()
+      local plugin = (os.getenv("PWD") or ".") .. "/examples/nvim"
+      local result = nvim(([[
+        vim.opt.runtimepath:append(%q)
+        vim.cmd("runtime plugin/synchro_demo.lua")
+        local demo = require "synchro_demo"
+        local ticks = 0
+        local timer = vim.loop.new_timer()
+        timer:start(5, 5, function() ticks = ticks + 1 end)
+        demo.show("127.0.0.1", %d, "/", function(ok, status)
+          timer:stop()
+          timer:close()
+          local lines = vim.api.nvim_buf_get_lines(0, 0, -1, false)
+          local f = io.open(RESULT, "w")
+          f:write(tostring(ok), " ", tostring(status), " ",
+            table.concat(lines, "|"))
+          f:close()
+          demo.synchronizer:close()
+          vim.cmd("qa!")
+        end)
+      ]]):format(plugin, port))
+      S:wrap(function() server:close() end)() -- luacheck: ignore
+      if result == nil then return end
+      assert.are.equal("true 200 hello from synchro|second line|", result)
+    end)
+
     it("cancels a call from the plugin", function()
       local result = nvim(prelude .. [[
         local task = sluv.run_opts({ on_done = function(task)
