@@ -264,10 +264,10 @@ end
 -- An iterator is callable, so `for v in g(...)` steps it.
 function Iterator.__call(self) return self:step("next") end
 
-local function start(gen, aio, ...)
-  local gid = call_path(gen._ud, aio, gen._start or "synchro.runtime.gen_start",
-    gen._id, ...)
-  local it = setmetatable({ ud = gen._ud, gid = gid, aio = aio,
+local function start(gen, in_async, ...)
+  local gid = call_path(gen._ud, in_async,
+    gen._start or "synchro.runtime.gen_start", gen._id, ...)
+  local it = setmetatable({ ud = gen._ud, gid = gid, aio = in_async,
     closed = false }, Iterator)
   if _VERSION == "Lua 5.1" and newproxy then -- __gc on tables needs 5.2+
     local proxy = newproxy(true)
@@ -287,9 +287,8 @@ end
 --- the loop closes it on 5.4; `it:close()` everywhere); `g.aio(...)`
 --- iterates inside async code. The iterator has next, send, throw, close.
 ---@param fn async fun(...)
----@param opts? {name?: string}
 ---@return synchro.Generator
-function Synchronizer:wrap_generator(fn, opts)
+function Synchronizer:wrap_generator(fn)
   check_self(self, "wrap_generator")
   if type(fn) ~= "function" then
     argerror(1, "wrap_generator", "function expected, got " .. type(fn))
@@ -333,7 +332,7 @@ local function release(info)
   end
 end
 
-local function anchor_gc(p, info)
+local function anchor_gc(info)
   if _VERSION == "Lua 5.1" and newproxy then -- no __gc on 5.1 tables
     local u = newproxy(true)
     getmetatable(u).__gc = function() release(info) end
@@ -376,7 +375,7 @@ local function make_proxy(ud, ident, id, kind)
         "synchro.runtime.call_object", id, ...)
     end
   end
-  anchor_gc(p, info)
+  anchor_gc(info)
   proxies[ident .. "#" .. id] = p
   return p
 end

@@ -362,7 +362,7 @@ end
 local LoopWrapped = {}
 LoopWrapped.__index = LoopWrapped
 
-local function resolve(id)
+local function defined(id)
   local fn = fns[id]
   if type(fn) ~= "function" then
     error(fn or ("no function with id " .. tostring(id)), 3)
@@ -371,13 +371,13 @@ local function resolve(id)
 end
 
 function LoopWrapped.__call(self, ...)
-  return resolve(self.id)(...)
+  return defined(self.id)(...)
 end
 
 local function loop_wrapped(id)
   local w = setmetatable({ id = id }, LoopWrapped)
-  w.aio = function(...) return resolve(id)(...) end
-  w.future = function(...) return loop:spawn(resolve(id), ...) end
+  w.aio = function(...) return defined(id)(...) end
+  w.future = function(...) return loop:spawn(defined(id), ...) end
   return w
 end
 
