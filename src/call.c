@@ -55,7 +55,7 @@ void synchro__call_unref(synchro_call_t *call) {
   free(call);
 }
 
-static void notify(synchro_notifier_t *n, synchro_call_t *call) {
+void synchro__notifier_push(synchro_notifier_t *n, synchro_call_t *call) {
   synchro_call_t *head = synchro__load_relaxed(&n->completed);
   synchro__call_ref(call); /* dropped by whoever takes it */
   do {
@@ -121,7 +121,7 @@ void synchro__call_complete(synchro_call_t *call, int status) {
     signal_pollfd(call, fd);
   n = synchro__xchg(&call->listener, LISTENER_DONE);
   if (n != NULL && n != LISTENER_DONE) {
-    notify(n, call);
+    synchro__notifier_push(n, call);
     synchro__notifier_unref(n);
   }
   if (call->done_cb != NULL)
@@ -136,7 +136,7 @@ int synchro__call_listen(synchro_call_t *call, synchro_notifier_t *n) {
     return 0;
   synchro__notifier_unref(n);
   if (expected == LISTENER_DONE) {
-    notify(n, call);
+    synchro__notifier_push(n, call);
     return 0;
   }
   return SYNCHRO_EINVAL;

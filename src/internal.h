@@ -116,6 +116,7 @@ struct synchro_call {
   int refs;
   int cancel_sent;
   int plain_results; /* a C caller: results must be plain data, no proxies */
+  int reverse; /* a callback call from a loop into a caller's VM */
   int64_t fn_id;
   synchro_t *S; /* holds a reference */
   /* Called (on the completing thread) once the call is done; set before
@@ -166,9 +167,14 @@ struct synchro_notifier {
   int loop_mode;
   uv_async_t *async;
   uv_mutex_t lock;
+  /* An inbox of callbacks (a VM's, see lua/callbacks.c): how many calls
+   * of that VM are waiting and running callbacks; guarded by lock. */
+  int waiters;
 };
 
 synchro_notifier_t *synchro__notifier_new(void);
+/* Queues call on n (taking a reference) and wakes n's owner. */
+void synchro__notifier_push(synchro_notifier_t *n, synchro_call_t *call);
 /* Makes n wake a loop through async instead of setting its event. */
 void synchro__notifier_use_async(synchro_notifier_t *n, uv_async_t *async);
 /* The loop is going away: later completions must not touch it. */
@@ -293,6 +299,15 @@ int synchro__lua_open(lua_State *L);
 void synchro__future_register(lua_State *L);
 /* Pushes a Notifier object for n (taking a reference). */
 void synchro__push_notifier(lua_State *L, synchro_notifier_t *n);
+/* Pushes a Future object for call (taking a reference). */
+void synchro__push_future(lua_State *L, synchro_call_t *call);
+
+/* ---- lua/callbacks.c: functions passed to blocking calls ---- */
+void synchro__callbacks_register(lua_State *L);
+/* Waits for call like synchro__event_wait, running the callbacks that
+ * its task calls meanwhile. Returns 0, SYNCHRO_ETIMEDOUT or UV_EINTR. */
+int synchro__wait_servicing(lua_State *L, synchro_call_t *call,
+                            double timeout);
 /* Pushes the results of a completed call, or raises its error. */
 int synchro__push_reply(lua_State *L, synchro_call_t *call);
 /* Non-zero when the standalone interpreter flagged Ctrl-C on L. */

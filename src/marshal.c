@@ -505,6 +505,10 @@ static int encode_ext(encoder *e, int idx, int depth) {
     lua_pushfstring(L, "__synchro failed: %s", error_text(L));
     return fail_top(e, depth);
   }
+  if (lua_isnil(L, -2)) { /* an exporter that leaves this value alone */
+    lua_pop(L, 2);
+    return unsupported(e, idx, depth, NULL);
+  }
   if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
     lua_pop(L, 2);
     if (e->mode == SYNCHRO_MARSHAL_LENIENT)

@@ -407,12 +407,69 @@ local function decode_code(payload)
   return fn
 end
 
+-- Callbacks ----------------------------------------------------------------
+-- A function passed to a blocking call crosses as a callback: calling it
+-- from the task runs it back here, in this VM, while the caller waits.
+-- It is valid until that call returns.
+
+local Callback = {}
+Callback.__index = Callback
+
+function Callback.__call(self, ...)
+  return sched.await_future(core.rcall(self.inbox, self.id, ...))
+end
+
+local function release_callback(self)
+  if not self.released then
+    self.released = true
+    core.inbox_unref(self.inbox)
+  end
+end
+Callback.__gc = release_callback
+
+local function decode_callback(payload)
+  local inbox, id = payload:match("^(.-)#(%d+)$")
+  local cb = setmetatable({ inbox = inbox, id = tonumber(id) }, Callback)
+  if _VERSION == "Lua 5.1" and newproxy then
+    local u = newproxy(true)
+    getmetatable(u).__gc = function() release_callback(cb) end
+    cb.anchor = u
+  end
+  return cb
+end
+
 do
   local registry = debug.getregistry()
   local ext = registry["synchro.ext"] or {}
   registry["synchro.ext"] = ext
   ext["synchro.obj"] = decode_object
   ext["synchro.code"] = decode_code
+  ext["synchro.cb"] = decode_callback
+  if not core.loop_identity() then -- a caller's VM: export callbacks
+    local callbacks, next_id = {}, 0
+    registry["synchro.cb_pending"] = {}
+    registry["synchro.proxy_exporter"] = function(v)
+      if type(v) ~= "function" then return nil end
+      next_id = next_id + 1
+      callbacks[next_id] = v
+      local pending = registry["synchro.cb_pending"]
+      pending[#pending + 1] = next_id
+      return "synchro.cb", core.inbox_ref() .. "#" .. next_id
+    end
+    registry["synchro.run_callback"] = function(id, ...)
+      local fn = callbacks[id]
+      if fn == nil then
+        return false, "callback called after the call that passed it " ..
+          "returned", ""
+      end
+      local r = sched.pack(pcall(fn, ...))
+      if r[1] then return (table.unpack or unpack)(r, 1, r.n) end
+      return false, r[2], ""
+    end
+    registry["synchro.cb_release"] = function(list)
+      for i = 1, #list do callbacks[list[i]] = nil end
+    end
+  end
 end
 
 -- How a proxy goes back to its loop: as the object it stands for.

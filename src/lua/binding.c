@@ -122,7 +122,8 @@ static const char *caller_name(lua_State *L, int self) {
 static void encode_args(lua_State *L, int first, int self,
                         synchro_call_t *call) {
   int bad = 0, n = lua_gettop(L) - first + 1;
-  if (synchro__marshal_encode(L, first, n, SYNCHRO_MARSHAL_DATA, "args",
+  /* PROXY: functions become callbacks (the exporter of init.lua) */
+  if (synchro__marshal_encode(L, first, n, SYNCHRO_MARSHAL_PROXY, "args",
                               &call->args, &bad) != 0) {
     synchro__call_unref(call);
     luaL_error(L, "bad argument #%d to '%s' (%s)", bad,
@@ -132,6 +133,28 @@ static void encode_args(lua_State *L, int first, int self,
 
 /* Creates and sends a call of S's function id with the arguments from
  * stack slot first on. Raises on misuse. */
+/* Callbacks exported by the last encode: moves their list to the top of
+ * the stack (a table, maybe empty) and starts a new one. */
+static int take_callbacks(lua_State *L) {
+  int n;
+  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.cb_pending");
+  if (lua_type(L, -1) != LUA_TTABLE)
+    return 0;
+  n = (int)lua_rawlen(L, -1);
+  if (n > 0) {
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "synchro.cb_pending");
+  }
+  return n;
+}
+
+/* Forgets the callbacks in the list on top of the stack (popped). */
+static void release_callbacks(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.cb_release");
+  lua_insert(L, -2);
+  lua_call(L, 1, 0);
+}
+
 static synchro_call_t *submit(lua_State *L, synchro_t *S, lua_Integer id,
                               int first, int self) {
   synchro_call_t *call;
@@ -142,6 +165,12 @@ static synchro_call_t *submit(lua_State *L, synchro_t *S, lua_Integer id,
   if (call == NULL)
     luaL_error(L, "not enough memory");
   encode_args(L, first, self, call);
+  if (self == 0 && take_callbacks(L) > 0) {
+    release_callbacks(L);
+    synchro__call_unref(call);
+    luaL_error(L, "a function argument (a callback) can be passed to a "
+                  "blocking call only, not to .future or .aio");
+  }
   synchro__call_ref(call); /* the loop's */
   if (synchro__send(S, &call->msg) != 0) {
     synchro__call_unref(call);
@@ -353,7 +382,16 @@ static int l_call(lua_State *L) {
     return luaL_error(L, "a blocking call cannot run on its own "
                          "synchronizer's loop thread");
   call = submit(L, S, id, 2, 1);
-  rc = synchro__event_wait(&call->done, timeout, synchro__interrupted, L);
+  if (take_callbacks(L) > 0) {
+    /* the task may call them back: run them while we wait */
+    rc = synchro__wait_servicing(L, call, timeout);
+    lua_pushvalue(L, -1);
+    release_callbacks(L);
+    lua_pop(L, 1);
+  } else {
+    lua_settop(L, top);
+    rc = synchro__event_wait(&call->done, timeout, synchro__interrupted, L);
+  }
   if (rc != 0) {
     /* Timed out or Ctrl-C: cancel, and let the task's cleanup finish
      * (within the grace period, so a stuck cleanup cannot hang us). */
@@ -450,6 +488,7 @@ int synchro__lua_open(lua_State *L) {
   synchro__dns_register(L);
   synchro__process_register(L);
   synchro__workers_register(L);
+  synchro__callbacks_register(L);
   synchro__future_register(L);
   return 1;
 }

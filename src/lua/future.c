@@ -112,6 +112,14 @@ static int f_listen(lua_State *L) {
   return 1;
 }
 
+void synchro__push_future(lua_State *L, synchro_call_t *call) {
+  synchro_call_t **box = lua_newuserdata(L, sizeof(*box));
+  *box = NULL;
+  luaL_setmetatable(L, FUTURE_MT);
+  synchro__call_ref(call);
+  *box = call;
+}
+
 void synchro__push_notifier(lua_State *L, synchro_notifier_t *n) {
   synchro_notifier_t **box = lua_newuserdata(L, sizeof(*box));
   *box = NULL;

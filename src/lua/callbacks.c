@@ -1,0 +1,187 @@
+/* Callbacks: a function of the caller's VM passed to a blocking call
+ * crosses as a proxy. When the loop's task calls it, a reverse call goes
+ * to the caller VM's inbox, where the waiting caller runs the function
+ * and replies; the task awaits the reply through its loop's notifier. */
+#include <stdio.h>
+#include <string.h>
+
+#include "capi.h"
+
+#define INBOX_KEY "synchro.inbox"
+#define RETURNED_MSG                                                         \
+  "callback called after the call that passed it returned"
+
+/* This VM's inbox, made on first use (kept in the registry). */
+static synchro_notifier_t *inbox_of(lua_State *L) {
+  synchro_notifier_t *n;
+  lua_getfield(L, LUA_REGISTRYINDEX, INBOX_KEY);
+  if (lua_type(L, -1) == LUA_TUSERDATA) {
+    n = *(synchro_notifier_t **)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return n;
+  }
+  lua_pop(L, 1);
+  n = synchro__notifier_new();
+  if (n == NULL)
+    luaL_error(L, "not enough memory");
+  synchro__push_notifier(L, n); /* the registry's reference */
+  synchro__notifier_unref(n);
+  lua_setfield(L, LUA_REGISTRYINDEX, INBOX_KEY);
+  return n;
+}
+
+static synchro_notifier_t *parse_inbox(lua_State *L, int idx) {
+  void *p = NULL;
+  if (sscanf(luaL_checkstring(L, idx), "%p", &p) != 1 || p == NULL)
+    luaL_argerror(L, idx, "not an inbox reference");
+  return p;
+}
+
+/* core.inbox_ref() -> text naming this VM's inbox, holding a reference
+ * that core.inbox_unref gives back (the loop side's callback proxy). */
+static int inbox_ref(lua_State *L) {
+  synchro_notifier_t *n = inbox_of(L);
+  synchro__notifier_ref(n);
+  lua_pushfstring(L, "%p", (void *)n);
+  return 1;
+}
+
+static int inbox_unref(lua_State *L) {
+  synchro__notifier_unref(parse_inbox(L, 1));
+  return 0;
+}
+
+/* Completes a reverse call with an error message. */
+static void fail_reverse(synchro_call_t *call, const char *msg) {
+  synchro_value_t error[2];
+  error[0] = synchro_string(msg != NULL ? msg : "callback failed");
+  error[1] = synchro_string("");
+  call->reply.len = 0;
+  synchro__capi_encode(&call->reply, NULL, error, 2);
+  synchro__call_complete(call, SYNCHRO_CALL_ERROR);
+}
+
+/* core.rcall(inbox, cbid, ...) -> future: on a loop, calls callback cbid
+ * of the VM whose inbox this is. */
+static int rcall(lua_State *L) {
+  synchro_t *S = synchro__loop_of(L);
+  synchro_notifier_t *n = parse_inbox(L, 1);
+  lua_Integer cbid = luaL_checkinteger(L, 2);
+  int bad = 0, open;
+  synchro_call_t *call = synchro__call_new(S, (int64_t)cbid);
+  if (call == NULL)
+    return luaL_error(L, "not enough memory");
+  call->reverse = 1;
+  if (synchro__marshal_encode(L, 3, lua_gettop(L) - 2, SYNCHRO_MARSHAL_PROXY,
+                              "args", &call->args, &bad) != 0) {
+    synchro__call_unref(call);
+    return luaL_error(L, "bad argument #%d to callback (%s)", bad,
+                      lua_tostring(L, -1));
+  }
+  uv_mutex_lock(&n->lock);
+  open = n->waiters > 0;
+  if (open)
+    synchro__notifier_push(n, call);
+  uv_mutex_unlock(&n->lock);
+  if (!open) {
+    synchro__call_unref(call);
+    lua_pushliteral(L, RETURNED_MSG);
+    return lua_error(L);
+  }
+  synchro__push_future(L, call);
+  synchro__call_unref(call);
+  return 1;
+}
+
+/* Runs a reverse call in L's VM (the caller's thread) and replies. */
+static void run_callback(lua_State *L, synchro_call_t *call) {
+  int top = lua_gettop(L), n, status = SYNCHRO_CALL_ERROR, bad = 0;
+  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.run_callback");
+  lua_pushinteger(L, (lua_Integer)call->fn_id);
+  n = synchro__marshal_decode(L, call->args.data, call->args.len);
+  if (n < 0) {
+    fail_reverse(call, lua_tostring(L, -1));
+    lua_settop(L, top);
+    return;
+  }
+  if (lua_pcall(L, 1 + n, LUA_MULTRET, 0) != 0) {
+    fail_reverse(call, lua_tostring(L, -1));
+    lua_settop(L, top);
+    return;
+  }
+  call->reply.len = 0;
+  if (lua_toboolean(L, top + 1)) {
+    if (synchro__marshal_encode(L, top + 2, lua_gettop(L) - top - 1,
+                                SYNCHRO_MARSHAL_DATA, "results", &call->reply,
+                                &bad) == 0)
+      status = SYNCHRO_CALL_OK;
+    else
+      lua_replace(L, top + 2); /* the message is the error */
+  }
+  if (status != SYNCHRO_CALL_OK) {
+    lua_settop(L, top + 3); /* ok, error, traceback */
+    call->reply.len = 0;
+    synchro__marshal_encode(L, top + 2, 2, SYNCHRO_MARSHAL_LENIENT, "error",
+                            &call->reply, NULL);
+  }
+  synchro__call_complete(call, status);
+  lua_settop(L, top);
+}
+
+int synchro__wait_servicing(lua_State *L, synchro_call_t *call,
+                            double timeout) {
+  synchro_notifier_t *n = inbox_of(L);
+  uint64_t deadline = timeout < 0 ? UINT64_MAX
+                                  : synchro__now_ns() + (uint64_t)(timeout * 1e9);
+  synchro_call_t *item, *next;
+  int rc = 0, last;
+  uv_mutex_lock(&n->lock);
+  n->waiters++;
+  uv_mutex_unlock(&n->lock);
+  synchro__call_listen(call, n); /* its completion wakes us too */
+  while (!synchro__event_is_set(&call->done)) {
+    synchro__event_reset(&n->ready);
+    item = synchro__notifier_take(n);
+    if (item == NULL) {
+      uint64_t now = synchro__now_ns();
+      if (now >= deadline) {
+        rc = SYNCHRO_ETIMEDOUT;
+        break;
+      }
+      rc = synchro__event_wait(
+          &n->ready, deadline == UINT64_MAX ? -1 : (deadline - now) / 1e9,
+          synchro__interrupted, L);
+      if (rc == UV_EINTR)
+        break;
+      rc = 0;
+      continue;
+    }
+    for (; item != NULL; item = next) {
+      next = item->done_next;
+      if (item->reverse)
+        run_callback(L, item);
+      synchro__call_unref(item);
+    }
+  }
+  uv_mutex_lock(&n->lock);
+  last = --n->waiters == 0;
+  uv_mutex_unlock(&n->lock);
+  if (last) { /* nobody runs callbacks now: refuse what is queued */
+    for (item = synchro__notifier_take(n); item != NULL; item = next) {
+      next = item->done_next;
+      if (item->reverse && !synchro__event_is_set(&item->done))
+        fail_reverse(item, RETURNED_MSG);
+      synchro__call_unref(item);
+    }
+  }
+  return rc;
+}
+
+void synchro__callbacks_register(lua_State *L) {
+  lua_pushcfunction(L, inbox_ref);
+  lua_setfield(L, -2, "inbox_ref");
+  lua_pushcfunction(L, inbox_unref);
+  lua_setfield(L, -2, "inbox_unref");
+  lua_pushcfunction(L, rcall);
+  lua_setfield(L, -2, "rcall");
+}
