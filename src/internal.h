@@ -304,6 +304,9 @@ void synchro__push_future(lua_State *L, synchro_call_t *call);
 
 /* ---- lua/callbacks.c: functions passed to blocking calls ---- */
 void synchro__callbacks_register(lua_State *L);
+/* Whether callbacks were exported on this thread since the last call
+ * (and resets that). */
+int synchro__callbacks_exported(void);
 /* Waits for call like synchro__event_wait, running the callbacks that
  * its task calls meanwhile. Returns 0, SYNCHRO_ETIMEDOUT or UV_EINTR. */
 int synchro__wait_servicing(lua_State *L, synchro_call_t *call,

@@ -137,6 +137,10 @@ static void encode_args(lua_State *L, int first, int self,
  * the stack (a table, maybe empty) and starts a new one. */
 static int take_callbacks(lua_State *L) {
   int n;
+  if (!synchro__callbacks_exported()) {
+    lua_pushnil(L);
+    return 0;
+  }
   lua_getfield(L, LUA_REGISTRYINDEX, "synchro.cb_pending");
   if (lua_type(L, -1) != LUA_TTABLE)
     return 0;

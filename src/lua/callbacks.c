@@ -37,11 +37,29 @@ static synchro_notifier_t *parse_inbox(lua_State *L, int idx) {
   return p;
 }
 
+/* Callbacks exported on this thread since the last check: lets a call
+ * skip looking for callbacks when there were none (the usual case). */
+static uv_key_t exported_key;
+static uv_once_t exported_once = UV_ONCE_INIT;
+
+static void exported_init(void) { uv_key_create(&exported_key); }
+
+int synchro__callbacks_exported(void) {
+  void *v;
+  uv_once(&exported_once, exported_init);
+  v = uv_key_get(&exported_key);
+  if (v != NULL)
+    uv_key_set(&exported_key, NULL);
+  return v != NULL;
+}
+
 /* core.inbox_ref() -> text naming this VM's inbox, holding a reference
  * that core.inbox_unref gives back (the loop side's callback proxy). */
 static int inbox_ref(lua_State *L) {
   synchro_notifier_t *n = inbox_of(L);
   synchro__notifier_ref(n);
+  uv_once(&exported_once, exported_init);
+  uv_key_set(&exported_key, n);
   lua_pushfstring(L, "%p", (void *)n);
   return 1;
 }
