@@ -1,6 +1,7 @@
 -- Callbacks: functions passed to a blocking call run back in the caller's
 -- VM while it waits.
 local synchro = require "synchro"
+local util = require "spec.helpers.util"
 
 describe("callbacks", function()
   local S, each
@@ -77,10 +78,30 @@ describe("callbacks", function()
       assert.are.equal(42, n)
     end)
 
-  it("refuses callbacks in .future and .aio calls", function()
+  it("runs callbacks under synchro.run, where they may await", function()
+    local slow = S:wrap(function(x)
+      require("synchro.aio").sleep(0.01)
+      return x
+    end)
+    local a, b, ok, err = synchro.run(function()
+      local r = each({ 1, 2 }, function(v) return slow.aio(v) * 10 end)
+      local r2 = each.aio({ 5 }, function(v) return v + 1 end)
+      -- (PUC 5.1's own pcall cannot yield: use the yield-safe one there)
+      local pc = util.puc51 and require("synchro.sched").yieldable_pcalls()
+        or pcall
+      local ok_, err_ = pc(each, { 1 }, function() error("inside run", 0) end)
+      return r[1] + r[2], r2[1], ok_, err_
+    end)
+    assert.are.equal(30, a)
+    assert.are.equal(6, b)
+    assert.is_false(ok)
+    assert.matches("^inside run", err)
+  end)
+
+  it("refuses callbacks in .future calls", function()
     assert.has_error(function() each.future({ 1 }, print) end)
     local ok, err = pcall(each.future, { 1 }, function() end)
     assert.is_false(ok)
-    assert.matches("blocking call only", err, 1, true)
+    assert.matches("but not to .future", err, 1, true)
   end)
 end)

@@ -117,10 +117,27 @@ end
 --- The awaiter for the running code, or nil (see register_adapter).
 synchro.current_awaiter = current_awaiter
 
+local ypcall = sched.yieldable_pcalls()
+
+-- Submits a call and awaits it. Inside synchro.run, function arguments
+-- are callbacks that its scheduler runs (other awaiters refuse them).
+local function submit_await(await, ud, id, ...)
+  local task = sched.current
+  if await == sched.await_future and task.sched.backend.inbox then
+    local fut, cbs = core.submit_cb(ud, id, ...)
+    if cbs == nil then return await(fut) end
+    local r = sched.pack(ypcall(await, fut))
+    debug.getregistry()["synchro.cb_release"](cbs)
+    if not r[1] then error(r[2], 0) end
+    return (table.unpack or unpack)(r, 2, r.n)
+  end
+  return await(core_submit(ud, id, ...))
+end
+
 function Wrapped.__call(self, ...)
   if sched.current ~= nil or adapters[1] ~= nil then
     local await = current_awaiter()
-    if await then return await(core_submit(self._ud, self._id, ...)) end
+    if await then return submit_await(await, self._ud, self._id, ...) end
   end
   return core_call(self, ...)
 end
@@ -149,7 +166,7 @@ local function make_wrapped(ud, id, name, timeout)
         "a task, or a synchro.luv or synchro.cqueues coroutine); call the " ..
         "function plainly to block", 2)
     end
-    return await(core_submit(ud, id, ...))
+    return submit_await(await, ud, id, ...)
   end
   -- always blocks, even in async code (blocking that scheduler)
   w.sync = function(...) return core_call(w, ...) end
@@ -462,7 +479,7 @@ do
         return false, "callback called after the call that passed it " ..
           "returned", ""
       end
-      local r = sched.pack(pcall(fn, ...))
+      local r = sched.pack(ypcall(fn, ...))
       if r[1] then return (table.unpack or unpack)(r, 1, r.n) end
       return false, r[2], ""
     end
@@ -709,6 +726,12 @@ local function new_timers()
   return timers
 end
 
+-- Runs a callback call (from a task of a loop) as a task here.
+local function serve_callback(rcall)
+  local run = debug.getregistry()["synchro.run_callback"]
+  core.rreply(rcall, run(core.rargs(rcall)))
+end
+
 local function run_loop(s, main_task, backend, timers)
   local interrupted = false
   while s.nlive > 0 do
@@ -725,7 +748,8 @@ local function run_loop(s, main_task, backend, timers)
       -- Ctrl-C: cancel everything, let cleanup run, then re-raise.
       for task in pairs(s.live) do s:cancel(task) end
     end
-    local keys = backend.notifier:take()
+    local keys, callbacks = backend.notifier:take()
+    for i = 1, #callbacks do s:spawn(serve_callback, callbacks[i]) end
     for i = 1, #keys do
       local list = backend.waiting[keys[i]]
       backend.waiting[keys[i]] = nil
@@ -756,11 +780,16 @@ function synchro.run(main, ...)
       2)
   end
   local timers = new_timers()
-  local backend = { notifier = core.notifier(), waiting = {},
+  -- the VM's inbox: completed calls, and callbacks this scheduler runs
+  local backend = { notifier = core.inbox(), inbox = true, waiting = {},
     timer = timers.new, now = core.now }
   local s = sched.new(backend)
   local main_task = s:spawn(main, ...)
-  return run_loop(s, main_task, backend, timers)
+  core.inbox_enter()
+  local r = sched.pack(pcall(run_loop, s, main_task, backend, timers))
+  core.inbox_leave()
+  if not r[1] then error(r[2], 0) end
+  return (table.unpack or unpack)(r, 2, r.n)
 end
 
 --- Like aio.gather, inside synchro.run.

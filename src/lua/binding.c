@@ -168,12 +168,13 @@ static synchro_call_t *submit(lua_State *L, synchro_t *S, lua_Integer id,
   call = synchro__call_new(S, (int64_t)id);
   if (call == NULL)
     luaL_error(L, "not enough memory");
-  encode_args(L, first, self, call);
-  if (self == 0 && take_callbacks(L) > 0) {
+  encode_args(L, first, self > 0 ? self : 0, call);
+  if (self == 0 && take_callbacks(L) > 0) { /* (self -1 allows them) */
     release_callbacks(L);
     synchro__call_unref(call);
     luaL_error(L, "a function argument (a callback) can be passed to a "
-                  "blocking call only, not to .future or .aio");
+                  "blocking call, or inside synchro.run, but not to "
+                  ".future");
   }
   synchro__call_ref(call); /* the loop's */
   if (synchro__send(S, &call->msg) != 0) {
@@ -425,6 +426,22 @@ static int l_call(lua_State *L) {
 /* core.submit(S, id, ...) -> future */
 static int l_submit(lua_State *L);
 
+/* core.submit_cb(S, id, ...) -> future, callbacks: a submit whose
+ * arguments may hold functions; the caller's scheduler runs them and
+ * releases the list (a table, or nil) once the call is done. */
+static int l_submit_cb(lua_State *L) {
+  synchro_t *S = check_S(L, 1);
+  lua_Integer id = luaL_checkinteger(L, 2);
+  synchro_call_t *call = submit(L, S, id, 3, -1);
+  synchro__push_future(L, call);
+  synchro__call_unref(call);
+  if (take_callbacks(L) == 0) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  return 2;
+}
+
 static int l_traceback(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, "synchro.tracebacks");
   lua_pushvalue(L, 1);
@@ -454,6 +471,7 @@ int synchro__lua_open(lua_State *L) {
       {"define", l_define},     {"call", l_call},
       {"submit", l_submit},     {"traceback", l_traceback},
       {"export", l_export},     {"import", l_import},
+      {"submit_cb", l_submit_cb},
       {"export_string", l_export_string},
       {"import_string", l_import_string},
       {NULL, NULL}};

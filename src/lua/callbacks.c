@@ -146,16 +146,100 @@ static void run_callback(lua_State *L, synchro_call_t *call) {
   lua_settop(L, top);
 }
 
+static void enter(synchro_notifier_t *n) {
+  uv_mutex_lock(&n->lock);
+  n->waiters++;
+  uv_mutex_unlock(&n->lock);
+}
+
+/* The last one to leave refuses the callback calls still queued. */
+static void leave(synchro_notifier_t *n) {
+  synchro_call_t *item, *next;
+  int last;
+  uv_mutex_lock(&n->lock);
+  last = --n->waiters == 0;
+  uv_mutex_unlock(&n->lock);
+  if (!last)
+    return;
+  for (item = synchro__notifier_take(n); item != NULL; item = next) {
+    next = item->done_next;
+    if (item->reverse && !synchro__event_is_set(&item->done))
+      fail_reverse(item, RETURNED_MSG);
+    synchro__call_unref(item);
+  }
+}
+
+/* core.inbox() -> this VM's inbox (a notifier), for synchro.run */
+static int l_inbox(lua_State *L) {
+  inbox_of(L);
+  lua_getfield(L, LUA_REGISTRYINDEX, INBOX_KEY);
+  return 1;
+}
+
+/* core.inbox_enter() / core.inbox_leave(): a scheduler of this VM runs
+ * callbacks from its inbox meanwhile (synchro.run) */
+static int l_inbox_enter(lua_State *L) {
+  enter(inbox_of(L));
+  return 0;
+}
+
+static int l_inbox_leave(lua_State *L) {
+  leave(inbox_of(L));
+  return 0;
+}
+
+static synchro_call_t *check_reverse(lua_State *L) {
+  synchro_call_t **box = luaL_checkudata(L, 1, "synchro.Future");
+  if (*box == NULL || !(*box)->reverse)
+    luaL_argerror(L, 1, "callback call expected");
+  return *box;
+}
+
+/* core.rargs(rcall) -> callback id, arguments... */
+static int l_rargs(lua_State *L) {
+  synchro_call_t *call = check_reverse(L);
+  int n;
+  lua_settop(L, 1);
+  lua_pushinteger(L, (lua_Integer)call->fn_id);
+  n = synchro__marshal_decode(L, call->args.data, call->args.len);
+  if (n < 0)
+    return lua_error(L);
+  return 1 + n;
+}
+
+/* core.rreply(rcall, ok, ...): true and results, or false, error and
+ * traceback; completes the callback call (once). */
+static int l_rreply(lua_State *L) {
+  synchro_call_t *call = check_reverse(L);
+  int bad = 0, status = SYNCHRO_CALL_ERROR;
+  if (synchro__event_is_set(&call->done))
+    return luaL_error(L, "callback call already answered");
+  call->reply.len = 0;
+  if (lua_toboolean(L, 2)) {
+    if (synchro__marshal_encode(L, 3, lua_gettop(L) - 2, SYNCHRO_MARSHAL_DATA,
+                                "results", &call->reply, &bad) == 0)
+      status = SYNCHRO_CALL_OK;
+    else
+      lua_replace(L, 3);
+  }
+  if (status != SYNCHRO_CALL_OK) {
+    lua_settop(L, 4);
+    call->reply.len = 0;
+    synchro__marshal_encode(L, 3, 2, SYNCHRO_MARSHAL_LENIENT, "error",
+                            &call->reply, NULL);
+  }
+  synchro__call_complete(call, status);
+  return 0;
+}
+
 int synchro__wait_servicing(lua_State *L, synchro_call_t *call,
                             double timeout) {
   synchro_notifier_t *n = inbox_of(L);
   uint64_t deadline = timeout < 0 ? UINT64_MAX
                                   : synchro__now_ns() + (uint64_t)(timeout * 1e9);
   synchro_call_t *item, *next;
-  int rc = 0, last;
-  uv_mutex_lock(&n->lock);
-  n->waiters++;
-  uv_mutex_unlock(&n->lock);
+  int rc = 0;
+  enter(n);
   synchro__call_listen(call, n); /* its completion wakes us too */
   while (!synchro__event_is_set(&call->done)) {
     synchro__event_reset(&n->ready);
@@ -176,22 +260,12 @@ int synchro__wait_servicing(lua_State *L, synchro_call_t *call,
     }
     for (; item != NULL; item = next) {
       next = item->done_next;
-      if (item->reverse)
+      if (item->reverse && !synchro__event_is_set(&item->done))
         run_callback(L, item);
       synchro__call_unref(item);
     }
   }
-  uv_mutex_lock(&n->lock);
-  last = --n->waiters == 0;
-  uv_mutex_unlock(&n->lock);
-  if (last) { /* nobody runs callbacks now: refuse what is queued */
-    for (item = synchro__notifier_take(n); item != NULL; item = next) {
-      next = item->done_next;
-      if (item->reverse && !synchro__event_is_set(&item->done))
-        fail_reverse(item, RETURNED_MSG);
-      synchro__call_unref(item);
-    }
-  }
+  leave(n);
   return rc;
 }
 
@@ -202,4 +276,14 @@ void synchro__callbacks_register(lua_State *L) {
   lua_setfield(L, -2, "inbox_unref");
   lua_pushcfunction(L, rcall);
   lua_setfield(L, -2, "rcall");
+  lua_pushcfunction(L, l_inbox);
+  lua_setfield(L, -2, "inbox");
+  lua_pushcfunction(L, l_inbox_enter);
+  lua_setfield(L, -2, "inbox_enter");
+  lua_pushcfunction(L, l_inbox_leave);
+  lua_setfield(L, -2, "inbox_leave");
+  lua_pushcfunction(L, l_rargs);
+  lua_setfield(L, -2, "rargs");
+  lua_pushcfunction(L, l_rreply);
+  lua_setfield(L, -2, "rreply");
 }

@@ -146,23 +146,32 @@ static int n_gc(lua_State *L) {
   return 0;
 }
 
-/* notifier:take() -> array of call keys, oldest first (maybe empty) */
+/* notifier:take() -> keys, reverse: the keys of completed calls, and
+ * the callback calls that arrived (futures, see core.rargs), oldest first
+ * (maybe empty). */
 static int n_take(lua_State *L) {
   synchro_notifier_t *n = check_notifier(L, 1);
   synchro_call_t *call;
-  int i = 0;
+  int i = 0, j = 0;
   synchro__event_reset(&n->ready);
   call = synchro__notifier_take(n);
   lua_newtable(L);
+  lua_newtable(L);
   while (call != NULL) {
     synchro_call_t *next = call->done_next;
-    lua_pushlightuserdata(L, call);
-    lua_rawseti(L, -2, ++i);
+    /* a callback call to serve (not one whose answer came back) */
+    if (call->reverse && !synchro__event_is_set(&call->done)) {
+      synchro__push_future(L, call);
+      lua_rawseti(L, -2, ++j);
+    } else {
+      lua_pushlightuserdata(L, call);
+      lua_rawseti(L, -3, ++i);
+    }
     /* The future that listened still holds the call alive. */
     synchro__call_unref(call);
     call = next;
   }
-  return 1;
+  return 2;
 }
 
 /* notifier:wait([timeout]) -> "ready" | "timeout" | "interrupted" */
