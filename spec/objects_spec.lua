@@ -126,6 +126,7 @@ describe("objects and modules", function()
     collectgarbage()
     collectgarbage()
     local before = lib.live()
+    local before_here = synchro._proxy_count()
     for _ = 1, 100 do
       for _ = 1, 1000 do lib.new(1) end
       collectgarbage("step", 200)
@@ -135,6 +136,9 @@ describe("objects and modules", function()
     assert.is_true(util.wait_for(function()
       return lib.live() <= before
     end, 20), "objects left on the loop: " .. lib.live())
+    -- and here: the proxies are gone from the cache too
+    assert.is_true(synchro._proxy_count() <= before_here,
+      "proxies left here: " .. synchro._proxy_count())
   end)
 
   it("gives a clear error when a proxy outlives its synchronizer", function()

@@ -357,6 +357,13 @@ local function anchor_gc(info)
   end
 end
 
+-- How many proxies this VM holds (for leak checks in tests).
+function synchro._proxy_count()
+  local n = 0
+  for _ in pairs(proxies) do n = n + 1 end
+  return n
+end
+
 --- True when x is a proxy of an object of a synchronizer's loop.
 ---@param x any
 ---@return boolean
