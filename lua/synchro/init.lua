@@ -358,11 +358,7 @@ local function anchor_gc(info)
 end
 
 -- How many proxies this VM holds (for leak checks in tests).
-function synchro._proxy_count()
-  local n = 0
-  for _ in pairs(proxies) do n = n + 1 end
-  return n
-end
+function synchro._proxy_count() return sched.count(proxies) end
 
 --- True when x is a proxy of an object of a synchronizer's loop.
 ---@param x any

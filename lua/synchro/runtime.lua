@@ -276,11 +276,7 @@ function R.gen_start_object(oid, ...)
 end
 
 --- The number of generators alive (for leak checks).
-function R.gen_count()
-  local n = 0
-  for _ in pairs(gens) do n = n + 1 end
-  return n
-end
+function R.gen_count() return sched.count(gens) end
 
 -- Objects ----------------------------------------------------------------
 -- What cannot be copied into the caller's VM (a function, a table or
@@ -346,11 +342,7 @@ function R.release(id, n)
 end
 
 --- How many objects are held for proxies (for leak checks).
-function R.object_count()
-  local n = 0
-  for _ in pairs(objects) do n = n + 1 end
-  return n
-end
+function R.object_count() return sched.count(objects) end
 
 --- require(name), to be sent back (functions and objects as proxies).
 function R.require_module(name)

@@ -25,6 +25,13 @@ M.Cancelled = setmetatable({}, {
 local function pack(...) return { n = select("#", ...), ... } end
 M.pack = pack
 
+--- The number of keys of table t (for leak checks).
+function M.count(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
 --- The running task, or nil.
 M.current = nil
 --- Coroutines that run on behalf of a task (5.1's yield-safe pcall).
