@@ -185,6 +185,33 @@ describe("adapters", function()
         assert.is_true(cleaned())
       end)
 
+    it("runs callbacks on the luv loop, where they may await", function()
+      if util.puc51 then
+        pending("a callback that awaits runs under pcall: PUC 5.1 cannot " ..
+          "yield there")
+        return
+      end
+      local uv = require "luv"
+      local sluv = require "synchro.luv"
+      local map = S:wrap(function(list, fn)
+        local out = {}
+        for i, v in ipairs(list) do out[i] = fn(v) end
+        return out
+      end)
+      local ran_here = 0
+      local task = sluv.run(function()
+        -- (.aio: PUC 5.1 cannot yield through the __call of a plain call)
+        local r = map.aio({ 1, 2, 3 }, function(v)
+          ran_here = ran_here + 1
+          return slow.aio(0.01, v) * 10 -- a callback that awaits
+        end)
+        return r[1] + r[2] + r[3]
+      end)
+      uv.run()
+      assert.are.equal(60, task:result())
+      assert.are.equal(3, ran_here)
+    end)
+
     it("rejects a non-function", function()
       assert.has_error(function() require("synchro.luv").run(42) end,
         "bad argument #1 to 'run' (function expected, got number)")

@@ -68,8 +68,42 @@ void synchro__notifier_push(synchro_notifier_t *n, synchro_call_t *call) {
       uv_async_send(n->async);
     uv_mutex_unlock(&n->lock);
   } else {
-    synchro__event_set(&n->ready);
+    int fd;
+    synchro__event_set(&n->ready); /* seq_cst: Dekker with n's pollfd */
+    fd = __atomic_load_n(&n->fd, __ATOMIC_SEQ_CST);
+    if (fd >= 0) {
+#ifdef __linux__
+      uint64_t one = 1;
+      ssize_t r = write(fd, &one, sizeof(one));
+      (void)r;
+#endif
+    }
   }
+}
+
+int synchro__notifier_pollfd(synchro_notifier_t *n) {
+#ifdef __linux__
+  int fd = __atomic_load_n(&n->fd, __ATOMIC_SEQ_CST), expected = -1;
+  if (fd >= 0)
+    return fd;
+  fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0)
+    return uv_translate_sys_error(errno);
+  if (!__atomic_compare_exchange_n(&n->fd, &expected, fd, 0, __ATOMIC_SEQ_CST,
+                                   __ATOMIC_SEQ_CST)) {
+    close(fd);
+    return expected;
+  }
+  if (__atomic_load_n(&n->completed, __ATOMIC_SEQ_CST) != NULL) {
+    uint64_t one = 1;
+    ssize_t r = write(fd, &one, sizeof(one));
+    (void)r;
+  }
+  return fd;
+#else
+  (void)n;
+  return UV_ENOSYS;
+#endif
 }
 
 static void signal_pollfd(synchro_call_t *call, int fd) {
@@ -172,6 +206,7 @@ synchro_notifier_t *synchro__notifier_new(void) {
     return NULL;
   }
   n->refs = 1;
+  n->fd = -1;
   return n;
 }
 
@@ -198,6 +233,8 @@ void synchro__notifier_unref(synchro_notifier_t *n) {
     synchro__call_unref(call);
     call = next;
   }
+  if (n->fd >= 0)
+    close(n->fd);
   uv_mutex_destroy(&n->lock);
   free(n);
 }

@@ -170,9 +170,14 @@ struct synchro_notifier {
   /* An inbox of callbacks (a VM's, see lua/callbacks.c): how many calls
    * of that VM are waiting and running callbacks; guarded by lock. */
   int waiters;
+  int fd; /* -1, or an eventfd made readable by every push (pollfd) */
 };
 
 synchro_notifier_t *synchro__notifier_new(void);
+/* An fd readable after pushes (an eventfd; made on first use, closed with
+ * n), for an owner that waits in a foreign event loop. Linux only:
+ * elsewhere returns UV_ENOSYS. */
+int synchro__notifier_pollfd(synchro_notifier_t *n);
 /* Queues call on n (taking a reference) and wakes n's owner. */
 void synchro__notifier_push(synchro_notifier_t *n, synchro_call_t *call);
 /* Makes n wake a loop through async instead of setting its event. */

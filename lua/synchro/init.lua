@@ -119,19 +119,41 @@ synchro.current_awaiter = current_awaiter
 
 local ypcall = sched.yieldable_pcalls()
 
--- Submits a call and awaits it. Inside synchro.run, function arguments
--- are callbacks that its scheduler runs (other awaiters refuse them).
+-- Awaiters that run callbacks while they wait: awaiter -> { enter =
+-- fn, leave = fn } (bracketing the call, so that the VM's inbox takes its
+-- callback calls). synchro.luv registers its own.
+local callback_servers = setmetatable({}, { __mode = "k" })
+synchro._callback_servers = callback_servers
+local in_run = { enter = function() end, leave = function() end }
+
+-- Submits a call and awaits it. Function arguments are callbacks where the
+-- awaiter can serve them (synchro.run, synchro.luv); others refuse them.
 local function submit_await(await, ud, id, ...)
-  local task = sched.current
-  if await == sched.await_future and task.sched.backend.inbox then
-    local fut, cbs = core.submit_cb(ud, id, ...)
-    if cbs == nil then return await(fut) end
-    local r = sched.pack(ypcall(await, fut))
-    debug.getregistry()["synchro.cb_release"](cbs)
-    if not r[1] then error(r[2], 0) end
-    return (table.unpack or unpack)(r, 2, r.n)
+  local server = callback_servers[await]
+  if server == nil and await == sched.await_future and
+    sched.current.sched.backend.inbox then
+    server = in_run -- the run scheduler serves its VM's inbox throughout
   end
-  return await(core_submit(ud, id, ...))
+  if server == nil then return await(core_submit(ud, id, ...)) end
+  server.enter()
+  local ok, fut, cbs = pcall(core.submit_cb, ud, id, ...)
+  if not ok or cbs == nil then
+    server.leave()
+    if not ok then error(fut, 0) end
+    return await(fut)
+  end
+  if server.wait then
+    -- waits without raising (no pcall needed around a yield: PUC 5.1)
+    server.wait(fut)
+    server.leave()
+    debug.getregistry()["synchro.cb_release"](cbs)
+    return await(fut) -- done by now: gives the outcome
+  end
+  local r = sched.pack(ypcall(await, fut))
+  server.leave()
+  debug.getregistry()["synchro.cb_release"](cbs)
+  if not r[1] then error(r[2], 0) end
+  return (table.unpack or unpack)(r, 2, r.n)
 end
 
 function Wrapped.__call(self, ...)

@@ -66,9 +66,9 @@ local function step(task, ...)
   end
 end
 
-local function await(fut)
-  local co = co_running()
-  local task = running[co]
+-- Suspends the running luv coroutine until fut is done (never raises).
+local function wait_done(fut)
+  local task = running[co_running()]
   if not fut:done() then
     local poll = get_uv().new_poll(fut:pollfd())
     task.future = fut
@@ -80,12 +80,54 @@ local function await(fut)
     co_yield()
     task.future = nil
   end
-  if task.cancelled then
+end
+
+local function await(fut)
+  wait_done(fut)
+  if running[co_running()].cancelled then
     -- the remote task has finished its cleanup by now
     error("ECANCELED: the luv task was cancelled", 0)
   end
   return fut:outcome()
 end
+
+-- Callbacks passed by this loop's coroutines run here, on the luv loop:
+-- while such a call waits, a poll on the VM's inbox serves them, each in a
+-- coroutine of its own (so it may await too).
+local core = require "synchro.core"
+local serving, inbox_poll = 0, nil
+
+local function serve_inbox()
+  local _, calls = core.inbox():take()
+  local run = debug.getregistry()["synchro.run_callback"]
+  for i = 1, #calls do
+    local rcall = calls[i]
+    M.run_opts({ on_done = function() end }, function()
+      core.rreply(rcall, run(core.rargs(rcall)))
+    end)
+  end
+end
+
+synchro._callback_servers[await] = {
+  wait = wait_done,
+  enter = function()
+    serving = serving + 1
+    if serving == 1 then
+      core.inbox_enter()
+      inbox_poll = get_uv().new_poll(core.inbox():pollfd())
+      inbox_poll:start("r", serve_inbox)
+    end
+  end,
+  leave = function()
+    serving = serving - 1
+    if serving == 0 then
+      inbox_poll:stop()
+      inbox_poll:close()
+      inbox_poll = nil
+      core.inbox_leave()
+    end
+  end,
+}
 
 synchro.register_adapter(function()
   local co = co_running()

@@ -2,6 +2,7 @@
  * its call; a notifier collects completed calls for a synchro.run
  * scheduler on the calling thread. */
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -154,6 +155,12 @@ static int n_take(lua_State *L) {
   synchro_call_t *call;
   int i = 0, j = 0;
   synchro__event_reset(&n->ready);
+  /* not readable until the next push */
+  if (__atomic_load_n(&n->fd, __ATOMIC_SEQ_CST) >= 0) {
+    uint64_t count;
+    ssize_t r = read(n->fd, &count, sizeof(count));
+    (void)r;
+  }
   call = synchro__notifier_take(n);
   lua_newtable(L);
   lua_newtable(L);
@@ -172,6 +179,15 @@ static int n_take(lua_State *L) {
     call = next;
   }
   return 2;
+}
+
+/* notifier:pollfd() -> an fd readable after pushes (for a luv loop) */
+static int n_pollfd(lua_State *L) {
+  int fd = synchro__notifier_pollfd(check_notifier(L, 1));
+  if (fd < 0)
+    return luaL_error(L, "cannot make a pollfd: %s", synchro_strerror(fd));
+  lua_pushinteger(L, fd);
+  return 1;
 }
 
 /* notifier:wait([timeout]) -> "ready" | "timeout" | "interrupted" */
@@ -198,7 +214,7 @@ void synchro__future_register(lua_State *L) {
       {"listen", f_listen}, {"pollfd", f_pollfd},   {"events", f_events},
       {"timeout", f_timeout}, {NULL, NULL}};
   static const luaL_Reg nmethods[] = {
-      {"take", n_take}, {"wait", n_wait}, {NULL, NULL}};
+      {"take", n_take}, {"wait", n_wait}, {"pollfd", n_pollfd}, {NULL, NULL}};
   if (luaL_newmetatable(L, FUTURE_MT)) {
     luaL_newlib(L, fmethods);
     lua_setfield(L, -2, "__index");
