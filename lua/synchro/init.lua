@@ -39,10 +39,9 @@ local Future = core.Future
 local Wrapped = {}
 Wrapped.__index = Wrapped
 
-local function argerror(n, fname, msg, level)
-  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg),
-    (level or 2) + 1)
-end
+local check = require "synchro.check"
+local argerror =
+  check.argerror
 
 --- Creates a Synchronizer: one loop thread (started on first call) with
 --- its own Lua VM.

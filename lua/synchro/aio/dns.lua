@@ -12,17 +12,10 @@ local dns = {}
 ---@field family "inet"|"inet6"
 ---@field socktype "stream"|"dgram"|"raw"
 
-local function argerror(n, name, msg, level)
-  error(("bad argument #%d to '%s' (%s)"):format(n, name, msg),
-    (level or 2) + 1)
-end
+local check = require "synchro.check"
+local argerror, check_opts =
+  check.argerror, check.opts
 
-local function check_opts(opts, n, name)
-  if opts ~= nil and type(opts) ~= "table" then
-    argerror(n, name, "table expected, got " .. type(opts), 3)
-  end
-  return opts or {}
-end
 
 local FAMILIES = { inet = true, inet6 = true, any = true }
 local SOCKTYPES = { stream = true, dgram = true, any = true }

@@ -12,10 +12,7 @@ local M = {}
 local HIGH_WATER = 256 * 1024 -- buffered bytes at which reading pauses
 local concat = table.concat
 
-local function arg_error(n, fname, msg, level)
-  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg),
-    (level or 2) + 1)
-end
+local arg_error = require("synchro.check").argerror
 
 local function pack(...) return { n = select("#", ...), ... } end
 

@@ -28,9 +28,7 @@ local floor = math.floor
 
 local ECLOSED = "ECLOSED: channel is closed"
 
-local function argerror(n, fname, msg)
-  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
-end
+local argerror = require("synchro.check").argerror
 
 local function check_self(self, mt, fname, what)
   if getmetatable(self) ~= mt then

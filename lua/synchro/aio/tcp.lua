@@ -18,31 +18,12 @@ local tcp = {}
 
 local CLOSED_MSG, CLOSED_CODE = "ECANCELED: operation canceled", "ECANCELED"
 
-local function argerror(n, name, msg, level)
-  error(("bad argument #%d to '%s' (%s)"):format(n, name, msg),
-    (level or 2) + 1)
-end
+local check = require "synchro.check"
+local argerror, check_type, check_port, check_opts =
+  check.argerror, check.type, check.port, check.opts
 
-local function check_type(v, want, n, name)
-  if type(v) ~= want then
-    argerror(n, name, want .. " expected, got " .. type(v), 3)
-  end
-end
 
-local function check_port(port, n, name)
-  if type(port) ~= "number" or port % 1 ~= 0 or port < 0 or
-      port > 65535 then
-    argerror(n, name, type(port) == "number" and "port out of range" or
-      "number expected, got " .. type(port), 3)
-  end
-end
 
-local function check_opts(opts, n, name)
-  if opts ~= nil and type(opts) ~= "table" then
-    argerror(n, name, "table expected, got " .. type(opts), 3)
-  end
-  return opts or {}
-end
 
 -- Streams -----------------------------------------------------------------
 

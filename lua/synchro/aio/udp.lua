@@ -10,24 +10,11 @@ local udp = {}
 
 local CLOSED_MSG, CLOSED_CODE = "ECANCELED: operation canceled", "ECANCELED"
 
-local function argerror(n, name, msg, level)
-  error(("bad argument #%d to '%s' (%s)"):format(n, name, msg),
-    (level or 2) + 1)
-end
+local check = require "synchro.check"
+local argerror, check_type, check_port =
+  check.argerror, check.type, check.port
 
-local function check_type(v, want, n, name)
-  if type(v) ~= want then
-    argerror(n, name, want .. " expected, got " .. type(v), 3)
-  end
-end
 
-local function check_port(port, n, name)
-  if type(port) ~= "number" or port % 1 ~= 0 or port < 0 or
-      port > 65535 then
-    argerror(n, name, type(port) == "number" and "port out of range" or
-      "number expected, got " .. type(port), 3)
-  end
-end
 
 ---@class synchro.udp.Socket
 local Socket = {}
