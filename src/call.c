@@ -55,6 +55,19 @@ void synchro__call_unref(synchro_call_t *call) {
   free(call);
 }
 
+/* Makes an eventfd (or a pipe's read end, through its write end) readable;
+ * it stays readable if it already was. */
+static void signal_fd(int fd) {
+  ssize_t r;
+#ifdef __linux__
+  uint64_t one = 1;
+  r = write(fd, &one, sizeof(one));
+#else
+  r = write(fd, "x", 1);
+#endif
+  (void)r; /* an eventfd or pipe that cannot take more is readable */
+}
+
 void synchro__notifier_push(synchro_notifier_t *n, synchro_call_t *call) {
   synchro_call_t *head = synchro__load_relaxed(&n->completed);
   synchro__call_ref(call); /* dropped by whoever takes it */
@@ -71,13 +84,8 @@ void synchro__notifier_push(synchro_notifier_t *n, synchro_call_t *call) {
     int fd;
     synchro__event_set(&n->ready); /* seq_cst: Dekker with n's pollfd */
     fd = __atomic_load_n(&n->fd, __ATOMIC_SEQ_CST);
-    if (fd >= 0) {
-#ifdef __linux__
-      uint64_t one = 1;
-      ssize_t r = write(fd, &one, sizeof(one));
-      (void)r;
-#endif
-    }
+    if (fd >= 0)
+      signal_fd(fd);
   }
 }
 
@@ -94,11 +102,8 @@ int synchro__notifier_pollfd(synchro_notifier_t *n) {
     close(fd);
     return expected;
   }
-  if (__atomic_load_n(&n->completed, __ATOMIC_SEQ_CST) != NULL) {
-    uint64_t one = 1;
-    ssize_t r = write(fd, &one, sizeof(one));
-    (void)r;
-  }
+  if (__atomic_load_n(&n->completed, __ATOMIC_SEQ_CST) != NULL)
+    signal_fd(fd);
   return fd;
 #else
   (void)n;
@@ -107,15 +112,12 @@ int synchro__notifier_pollfd(synchro_notifier_t *n) {
 }
 
 static void signal_pollfd(synchro_call_t *call, int fd) {
-  ssize_t r;
 #ifdef __linux__
-  uint64_t one = 1;
-  r = write(fd, &one, sizeof(one));
+  signal_fd(fd);
 #else
   (void)fd;
-  r = write(call->pollfd_peer, "x", 1);
+  signal_fd(call->pollfd_peer);
 #endif
-  (void)r; /* readable either way */
 }
 
 int synchro__call_pollfd(synchro_call_t *call) {

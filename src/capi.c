@@ -2,10 +2,6 @@
  * futures with a pollable fd and a callback. */
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#ifdef __linux__
-#include <sys/eventfd.h>
-#endif
 
 #include "capi.h"
 
@@ -14,10 +10,8 @@
 struct synchro_future {
   synchro_call_t *call; /* holds a reference */
   int refs;             /* the owner's, and the pending completion's */
-  uv_mutex_t lock;      /* completed, fd, cb */
+  uv_mutex_t lock;      /* completed, cb */
   int completed;
-  int fd;      /* readable once done; -1 until asked for */
-  int fd_peer; /* pipe's write end where there is no eventfd */
   void (*cb)(synchro_future_t *f, void *ud);
   void *ud;
 };
@@ -242,22 +236,8 @@ static void future_unref(synchro_future_t *f) {
   if (synchro__decr(&f->refs) != 0)
     return;
   synchro__call_unref(f->call);
-  if (f->fd >= 0)
-    close(f->fd);
-  if (f->fd_peer >= 0)
-    close(f->fd_peer);
   uv_mutex_destroy(&f->lock);
   free(f);
-}
-
-static void signal_fd(synchro_future_t *f) {
-#ifdef __linux__
-  uint64_t one = 1;
-  ssize_t r = write(f->fd, &one, sizeof(one));
-#else
-  ssize_t r = write(f->fd_peer, "x", 1);
-#endif
-  (void)r; /* the fd is readable either way: it cannot be full */
 }
 
 /* On the completing thread (the loop's), once. */
@@ -267,8 +247,6 @@ static void on_call_done(synchro_call_t *call, void *ud) {
   (void)call;
   uv_mutex_lock(&f->lock);
   f->completed = 1;
-  if (f->fd >= 0)
-    signal_fd(f);
   cb = f->cb;
   uv_mutex_unlock(&f->lock);
   if (cb != NULL)
@@ -287,7 +265,6 @@ int synchro_submit(synchro_t *s, const char *path, const synchro_value_t *args,
   if (f == NULL)
     return SYNCHRO_ENOMEM;
   f->refs = 2;
-  f->fd = f->fd_peer = -1;
   if (uv_mutex_init(&f->lock) != 0) {
     free(f);
     return SYNCHRO_ENOMEM;
@@ -315,26 +292,9 @@ int synchro_future_done(synchro_future_t *f) {
 }
 
 int synchro_future_fd(synchro_future_t *f) {
-  int fd;
   if (f == NULL)
     return SYNCHRO_EINVAL;
-  uv_mutex_lock(&f->lock);
-  if (f->fd < 0) {
-#ifdef __linux__
-    f->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-#else
-    int p[2];
-    if (pipe(p) == 0) {
-      f->fd = p[0];
-      f->fd_peer = p[1];
-    }
-#endif
-    if (f->fd >= 0 && f->completed)
-      signal_fd(f);
-  }
-  fd = f->fd >= 0 ? f->fd : UV_EMFILE;
-  uv_mutex_unlock(&f->lock);
-  return fd;
+  return synchro__call_pollfd(f->call); /* closed with the call */
 }
 
 int synchro_future_on_done(synchro_future_t *f,

@@ -21,13 +21,7 @@ static void on_closed(uv_handle_t *handle) { free(handle->data); }
 
 static void on_timer(uv_timer_t *handle) {
   loop_timer_t *t = handle->data;
-  lua_State *L = t->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->cb_ref);
-  if (lua_pcall(L, 0, 0, 0) != 0) {
-    fprintf(stderr, "synchro: error in a timer callback: %s\n",
-            lua_tostring(L, -1));
-    lua_pop(L, 1);
-  }
+  synchro__call_ref_fn(t->L, t->cb_ref, 0);
 }
 
 static loop_timer_t *check_timer(lua_State *L) {

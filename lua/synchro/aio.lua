@@ -86,7 +86,6 @@ local function to_tasks(name, skip, ...)
   end
   return tasks
 end
-aio.to_tasks = to_tasks
 
 local gather_options = { return_errors = true }
 

@@ -200,6 +200,16 @@ static int l_new(lua_State *L) {
   return 1;
 }
 
+/* Pushes a synchronizer object that takes over a reference to S made by
+ * an export: collecting it drops the reference without closing S. */
+static void push_imported(lua_State *L, synchro_t *S) {
+  S_box_t *box = lua_newuserdata(L, sizeof(*box));
+  box->S = NULL;
+  luaL_setmetatable(L, S_MT);
+  box->S = S;
+  box->imported = 1;
+}
+
 /* core.export(S) -> light userdata: a reference to S for another Lua
  * state (another thread's). The receiver must core.import it exactly once,
  * which takes the reference over. */
@@ -213,13 +223,8 @@ static int l_export(lua_State *L) {
 /* core.import(p) -> synchronizer: takes over the reference core.export
  * made. */
 static int l_import(lua_State *L) {
-  S_box_t *box;
   luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
-  box = lua_newuserdata(L, sizeof(*box));
-  box->S = NULL;
-  luaL_setmetatable(L, S_MT);
-  box->S = lua_touserdata(L, 1);
-  box->imported = 1;
+  push_imported(L, lua_touserdata(L, 1));
   return 1;
 }
 
@@ -236,13 +241,9 @@ static int l_export_string(lua_State *L) {
 static int l_import_string(lua_State *L) {
   const char *text = luaL_checkstring(L, 1);
   void *p = NULL;
-  S_box_t *box;
   if (sscanf(text, "%p", &p) != 1 || p == NULL)
     return luaL_argerror(L, 1, "not a synchronizer reference");
-  box = lua_newuserdata(L, sizeof(*box));
-  box->S = p;
-  box->imported = 1;
-  luaL_setmetatable(L, S_MT);
+  push_imported(L, p);
   return 1;
 }
 
