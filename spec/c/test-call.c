@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "core.h"
 #include "test.h"
 
 #define WAIT_LONG 30.0 /* a "forever" that still ends on a hang */
@@ -25,7 +25,7 @@ static int refs_of(synchro_call_t *call) {
 }
 
 static synchro_t *new_S(void) {
-  synchro_t *S = synchro__new("test", NULL, NULL, NULL);
+  synchro_t *S = synchro__new("test", NULL, NULL, NULL, NULL);
   CHECK(S != NULL);
   CHECK_EQ_INT(refs_of_S(S), 1);
   CHECK_EQ_INT(S->state, SYNCHRO_STATE_NEW);

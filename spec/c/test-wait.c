@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "core.h"
 #include "test.h"
 
 #define HANG_NS   20000000000ULL /* 20 s: only a hang takes this long */

@@ -3,8 +3,8 @@
  * hand, not from CMake:
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined \
- *     -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -Isrc -Iinclude \
- *     -I/usr/include/lua5.4 spec/fuzz/fuzz-marshal.c src/marshal.c src/unmarshal.c \
+ *     -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -Isrc/core -Iinclude \
+ *     -I/usr/include/lua5.4 spec/fuzz/fuzz-marshal.c src/core/marshal.c src/core/unmarshal.c \
  *     -llua5.4 -o /tmp/fuzz-marshal
  *   /tmp/fuzz-marshal -max_total_time=60 /tmp/corpus
  *

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "binding.h"
 
 #define S_MT "synchro.Synchronizer"
 #define DEFAULT_GRACE 5.0
@@ -194,7 +194,7 @@ static int l_new(lua_State *L) {
   box->S = NULL;
   luaL_setmetatable(L, S_MT);
   box->imported = 0;
-  box->S = synchro__new(name, path, cpath, synchro__loopside_open);
+  box->S = synchro__new(name, path, cpath, &synchro__vm, synchro__lua_open);
   if (box->S == NULL)
     return luaL_error(L, "not enough memory");
   return 1;
@@ -504,7 +504,7 @@ int synchro__lua_open(lua_State *L) {
   pin_module();
   luaL_newlib(L, funcs);
   synchro__timer_register(L);
-  synchro__loopaux_register(L);
+  synchro__vmaux_register(L);
   synchro__fs_register(L);
   synchro__tcp_register(L);
   synchro__udp_register(L);

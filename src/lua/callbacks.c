@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "capi.h"
+#include "binding.h"
 
 #define INBOX_KEY "synchro.inbox"
 #define RETURNED_MSG                                                         \

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "binding.h"
 
 #define FUTURE_MT "synchro.Future"
 #define NOTIFIER_MT "synchro.Notifier"
@@ -207,6 +207,41 @@ static int n_wait(lua_State *L) {
   return 1;
 }
 
+static void on_notify(uv_async_t *handle) {
+  synchro_t *S = handle->data;
+  lua_State *L = S->L;
+  if (L == NULL)
+    return;
+  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.loop_notify");
+  if (lua_pcall(L, 0, 0, 0) != 0) {
+    fprintf(stderr, "synchro: error in the loop's notifier: %s\n",
+            lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
+/* core.loop_notifier(fn) -> notifier: completed calls that this loop's
+ * tasks await (futures of other synchronizers) are collected there, and
+ * fn() runs on the loop to take them. Once per loop. */
+static int loop_notifier(lua_State *L) {
+  synchro_t *S = synchro__loop_of(L);
+  synchro_notifier_t *n;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (S->loop_notifier != NULL)
+    return luaL_error(L, "this loop has its notifier already");
+  n = synchro__notifier_new();
+  if (n == NULL)
+    return luaL_error(L, "not enough memory");
+  uv_async_init(&S->loop, &S->notify_async, on_notify);
+  S->notify_async.data = S;
+  synchro__notifier_use_async(n, &S->notify_async);
+  S->loop_notifier = n; /* holds the first reference */
+  lua_pushvalue(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "synchro.loop_notify");
+  synchro__push_notifier(L, n);
+  return 1;
+}
+
 void synchro__future_register(lua_State *L) {
   static const luaL_Reg fmethods[] = {
       {"wait", f_wait},     {"done", f_done},     {"outcome", f_outcome},
@@ -233,4 +268,6 @@ void synchro__future_register(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, n_new);
   lua_setfield(L, -2, "notifier");
+  lua_pushcfunction(L, loop_notifier);
+  lua_setfield(L, -2, "loop_notifier");
 }

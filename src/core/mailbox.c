@@ -3,7 +3,7 @@
  * producer's order without the half-linked window of a linked-list queue.
  * Taking everything at once makes ABA impossible: a node is only reused
  * after the consumer has taken it. */
-#include "internal.h"
+#include "core.h"
 
 void synchro__mailbox_init(synchro_mailbox_t *mb) {
   mb->head = NULL;

@@ -20,7 +20,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "internal.h"
+#include "aio.h"
 
 #define FILE_MT      "synchro.fs.file"
 #define REQ_MT       "synchro.fs.req"

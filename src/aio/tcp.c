@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "aio.h"
 #include "netaddr.h"
 
 #define TCP_MT "synchro.tcp"

@@ -7,7 +7,7 @@
 #include <sched.h>
 #include <time.h>
 
-#include "internal.h"
+#include "core.h"
 
 #ifdef __linux__
 #include <linux/futex.h>

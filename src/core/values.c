@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "capi.h"
+#include "core.h"
 #include "marshal_format.h"
 
 synchro_value_t synchro_nil(void) {

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "aio.h"
 #include "netaddr.h"
 
 #define UDP_MT "synchro.udp"

@@ -2,7 +2,7 @@
  * the loop, reporting libuv errors the Lua way, running Lua callbacks. */
 #include <stdio.h>
 
-#include "internal.h"
+#include "vm.h"
 
 synchro_t *synchro__loop_of(lua_State *L) {
   synchro_t *S;
@@ -47,44 +47,7 @@ static int loop_handles(lua_State *L) {
   return 1;
 }
 
-static void on_notify(uv_async_t *handle) {
-  synchro_t *S = handle->data;
-  lua_State *L = S->L;
-  if (L == NULL)
-    return;
-  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.loop_notify");
-  if (lua_pcall(L, 0, 0, 0) != 0) {
-    fprintf(stderr, "synchro: error in the loop's notifier: %s\n",
-            lua_tostring(L, -1));
-    lua_pop(L, 1);
-  }
-}
-
-/* core.loop_notifier(fn) -> notifier: completed calls that this loop's
- * tasks await (futures of other synchronizers) are collected there, and
- * fn() runs on the loop to take them. Once per loop. */
-static int loop_notifier(lua_State *L) {
-  synchro_t *S = synchro__loop_of(L);
-  synchro_notifier_t *n;
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  if (S->loop_notifier != NULL)
-    return luaL_error(L, "this loop has its notifier already");
-  n = synchro__notifier_new();
-  if (n == NULL)
-    return luaL_error(L, "not enough memory");
-  uv_async_init(&S->loop, &S->notify_async, on_notify);
-  S->notify_async.data = S;
-  synchro__notifier_use_async(n, &S->notify_async);
-  S->loop_notifier = n; /* holds the first reference */
-  lua_pushvalue(L, 1);
-  lua_setfield(L, LUA_REGISTRYINDEX, "synchro.loop_notify");
-  synchro__push_notifier(L, n);
-  return 1;
-}
-
-void synchro__loopaux_register(lua_State *L) {
+void synchro__vmaux_register(lua_State *L) {
   lua_pushcfunction(L, loop_handles);
   lua_setfield(L, -2, "loop_handles");
-  lua_pushcfunction(L, loop_notifier);
-  lua_setfield(L, -2, "loop_notifier");
 }

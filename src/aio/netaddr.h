@@ -4,7 +4,7 @@
 #ifndef SYNCHRO_NETADDR_H
 #define SYNCHRO_NETADDR_H
 
-#include "internal.h"
+#include "aio.h"
 
 /* Fills *out from a numeric IPv4 or IPv6 address and a port. Returns 0, or
  * UV_EINVAL when ip is not a numeric address. */

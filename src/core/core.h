@@ -1,6 +1,9 @@
-/* Internal declarations shared by the C core's files. */
-#ifndef SYNCHRO_INTERNAL_H
-#define SYNCHRO_INTERNAL_H
+/* The core: what every layer shares and nothing of a Lua VM's policy:
+ * atomics, the mailbox, waiting, calls and notifiers, the Synchronizer
+ * object and its life cycle. Dependencies point down only: src/vm uses
+ * this, src/aio and src/lua use src/vm; nothing here calls up. */
+#ifndef SYNCHRO_CORE_H
+#define SYNCHRO_CORE_H
 
 #include <stdint.h>
 #include <uv.h>
@@ -190,7 +193,7 @@ void synchro__notifier_unref(synchro_notifier_t *n);
  * reference that the taker must drop. Thread: the notifier's owner. */
 synchro_call_t *synchro__notifier_take(synchro_notifier_t *n);
 
-/* ---- loop.c: the Synchronizer: a loop thread with its own Lua VM ---- */
+/* ---- synchronizer.c: the Synchronizer object and its life cycle ---- */
 
 enum {
   SYNCHRO_STATE_NEW,
@@ -210,9 +213,14 @@ typedef struct synchro_cancel {
   synchro_call_t *call; /* holds a reference */
 } synchro_cancel_t;
 
-/* Opens the loop VM's libraries and runtime; set by the Lua binding.
- * Returns 0 or an error message pushed on L (returning non-zero). */
-typedef int (*synchro_vm_init_cb)(lua_State *L, synchro_t *S);
+/* What runs on the loop thread, given by the layer above (src/vm) when a
+ * Synchronizer is made, so that the core never calls up. */
+typedef struct synchro_vm {
+  /* Initialises S->loop and its handles and starts the loop thread, which
+   * sets S->started once the loop VM is up (S->start_error says how).
+   * Returns 0 or a libuv error. Called once, under S->lock. */
+  int (*start)(synchro_t *S);
+} synchro_vm_t;
 
 struct synchro {
   /* Hot: producers push here, the loop polls it. */
@@ -247,11 +255,13 @@ struct synchro {
   char *start_message;
   unsigned spin_ns; /* adaptive spin budget of the loop after activity */
   uint64_t last_activity_ns;
-  synchro_vm_init_cb vm_init;
+  const synchro_vm_t *vm;
+  lua_CFunction open_core; /* luaopen of synchro.core for the loop VM */
 };
 
 synchro_t *synchro__new(const char *name, const char *path,
-                        const char *cpath, synchro_vm_init_cb vm_init);
+                        const char *cpath, const synchro_vm_t *vm,
+                        lua_CFunction open_core);
 void synchro__ref(synchro_t *S);
 void synchro__unref(synchro_t *S);
 /* Starts the loop thread if needed. Returns 0, SYNCHRO_ECLOSED or
@@ -267,62 +277,22 @@ void synchro__close(synchro_t *S, double grace);
 int synchro__is_loop_thread(synchro_t *S);
 /* The Synchronizer whose loop runs on this thread, or NULL. */
 synchro_t *synchro__current(void);
+/* Marks this thread as S's loop thread. Thread: the loop thread. */
+void synchro__set_current(synchro_t *S);
+/* A malloc'd copy of s, or NULL (s NULL or out of memory). */
+char *synchro__strdup(const char *s);
+/* Fails and frees every queued message. */
+void synchro__drop_messages(synchro_t *S);
 
-/* Called by the loop runtime (loop thread) when the close has drained. */
-void synchro__loop_stop(synchro_t *S);
-
-/* ---- loopside.c: the loop VM's side of the binding ---- */
-int synchro__loopside_open(lua_State *L, synchro_t *S);
-void synchro__loopside_dispatch(synchro_t *S, synchro_msg_t *msg);
-void synchro__loopside_close(synchro_t *S, double grace);
-/* After the loop stopped: calls still running end as closed. */
-void synchro__loopside_shutdown(synchro_t *S);
-
-/* ---- lua/loopaux.c: for the loop VM's C functions ---- */
-/* The Synchronizer whose loop runs L's VM; raises elsewhere. */
-synchro_t *synchro__loop_of(lua_State *L);
-/* Pushes nil, "ENAME: message", "ENAME" for a libuv (or synchro) error
- * code and returns 3. */
-int synchro__push_uv_error(lua_State *L, int err);
-/* Calls the function in registry ref with the nargs values on top of L
- * (popped), protected; an error is reported on stderr. Loop thread. */
-void synchro__call_ref_fn(lua_State *L, int ref, int nargs);
-
-/* ---- registration of the loop VM's C functions into synchro.core ---- */
-/* Each adds its functions to the table on top of L. */
-void synchro__timer_register(lua_State *L);
-void synchro__loopaux_register(lua_State *L);
-void synchro__fs_register(lua_State *L);
-void synchro__tcp_register(lua_State *L);
-void synchro__udp_register(lua_State *L);
-void synchro__dns_register(lua_State *L);
-void synchro__process_register(lua_State *L);
-void synchro__workers_register(lua_State *L);
-
-/* ---- lua/binding.c and lua/future.c ---- */
-int synchro__lua_open(lua_State *L);
-void synchro__future_register(lua_State *L);
-/* Pushes a Notifier object for n (taking a reference). */
-void synchro__push_notifier(lua_State *L, synchro_notifier_t *n);
-/* Pushes a Future object for call (taking a reference). */
-void synchro__push_future(lua_State *L, synchro_call_t *call);
-
-/* ---- lua/callbacks.c: functions passed to blocking calls ---- */
-void synchro__callbacks_register(lua_State *L);
-/* Whether callbacks were exported on this thread since the last call
- * (and resets that). */
-int synchro__callbacks_exported(void);
-/* Waits for call like synchro__event_wait, running the callbacks that
- * its task calls meanwhile. Returns 0, SYNCHRO_ETIMEDOUT or UV_EINTR. */
-int synchro__wait_servicing(lua_State *L, synchro_call_t *call,
-                            double timeout);
-/* Pushes the results of a completed call, or raises its error. */
-int synchro__push_reply(lua_State *L, synchro_call_t *call);
-/* Non-zero when the standalone interpreter flagged Ctrl-C on L. */
-int synchro__interrupted(void *L);
-/* Clears the interpreter's interrupt hook and raises "interrupted!". */
-int synchro__raise_interrupted(lua_State *L);
-/* Clears the interpreter's interrupt hook (the caller raises later). */
-void synchro__clear_interrupt(lua_State *L);
+/* ---- values.c: the C API's tagged values in the marshal format ---- */
+/* Encodes first (if not NULL) then args[0..nargs) as a marshal buffer.
+ * Returns 0, SYNCHRO_EINVAL (a malformed value) or SYNCHRO_ENOMEM. */
+int synchro__capi_encode(synchro_buf_t *b, const synchro_value_t *first,
+                         const synchro_value_t *args, size_t nargs);
+/* Decodes a buffer into a new array of values (NULL when empty).
+ * Returns 0, SYNCHRO_EMARSHAL (not plain data), SYNCHRO_EBADBUF or
+ * SYNCHRO_ENOMEM. */
+int synchro__capi_decode(const char *data, size_t len,
+                         synchro_value_t **out, size_t *n);
 
 #endif

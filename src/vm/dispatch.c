@@ -3,7 +3,7 @@
  * core.reply. Runs only on the loop thread. */
 #include <stdlib.h>
 
-#include "internal.h"
+#include "vm.h"
 
 /* Registry refs of the runtime's entry points, in the loop VM. */
 typedef struct {
@@ -37,7 +37,7 @@ static void fail_call(lua_State *L, synchro_call_t *call, int status) {
   synchro__call_unref(call);
 }
 
-void synchro__loopside_dispatch(synchro_t *S, synchro_msg_t *msg) {
+void synchro__dispatch(synchro_t *S, synchro_msg_t *msg) {
   lua_State *L = S->L;
   runtime_refs_t *r = refs_of(L);
   int top = lua_gettop(L), n;
@@ -95,7 +95,7 @@ void synchro__loopside_dispatch(synchro_t *S, synchro_msg_t *msg) {
   lua_settop(L, top);
 }
 
-void synchro__loopside_close(synchro_t *S, double grace) {
+void synchro__dispatch_close(synchro_t *S, double grace) {
   lua_State *L = S->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, refs_of(L)->close);
   lua_pushnumber(L, grace);
@@ -105,7 +105,7 @@ void synchro__loopside_close(synchro_t *S, double grace) {
   }
 }
 
-void synchro__loopside_shutdown(synchro_t *S) {
+void synchro__dispatch_shutdown(synchro_t *S) {
   lua_State *L = S->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, refs_of(L)->shutdown);
   if (lua_pcall(L, 0, 0, 0) != 0)
@@ -201,7 +201,7 @@ static void set_path(lua_State *L, const char *field, const char *before,
   lua_setfield(L, -2, field);
 }
 
-/* Protected part of synchro__loopside_open. */
+/* Protected part of synchro__dispatch_open. */
 static int open_runtime(lua_State *L) {
   synchro_t *S = lua_touserdata(L, 1);
   runtime_refs_t *r;
@@ -226,7 +226,7 @@ static int open_runtime(lua_State *L) {
   }
   /* require "synchro.core" here gets this very code, not a second copy. */
   lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, synchro__lua_open);
+  lua_pushcfunction(L, S->open_core);
   lua_setfield(L, -2, "synchro.core");
   lua_pop(L, 2);
   lua_pushlightuserdata(L, S);
@@ -255,7 +255,7 @@ static int open_runtime(lua_State *L) {
   return 0;
 }
 
-int synchro__loopside_open(lua_State *L, synchro_t *S) {
+int synchro__dispatch_open(lua_State *L, synchro_t *S) {
   lua_pushcfunction(L, open_runtime);
   lua_pushlightuserdata(L, S);
   return lua_pcall(L, 1, 0, 0);

@@ -3,7 +3,7 @@
 #ifndef SYNCHRO_PIPE_H
 #define SYNCHRO_PIPE_H
 
-#include "internal.h"
+#include "aio.h"
 
 /* Pushes a new, unopened pipe object (a uv_pipe_t initialised on S's
  * loop) and returns its handle, for uv_spawn to open. Raises on memory

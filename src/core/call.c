@@ -8,7 +8,7 @@
 #include <sys/eventfd.h>
 #endif
 
-#include "internal.h"
+#include "core.h"
 
 /* listener states besides a real notifier pointer */
 #define LISTENER_DONE ((synchro_notifier_t *)(uintptr_t)1)

@@ -26,7 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "aio.h"
 
 #define POOL_MT         "synchro.workers"
 #define POOL_KEY        "synchro.workers.pool"
@@ -78,6 +78,7 @@ struct pool {
   int vms_created;
   int64_t last_id;
   char *path, *cpath;
+  lua_CFunction open_core; /* synchro.core, for the worker VMs */
   synchro_t *S;
   lua_State *L; /* the loop VM's main state */
 };
@@ -134,14 +135,6 @@ static void pool_free(pool_t *pool) {
 
 /* ---- the worker threads ---- */
 
-static char *dup_string(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (d != NULL)
-    memcpy(d, s, n);
-  return d;
-}
-
 static int open_vm(lua_State *L) {
   pool_t *pool = lua_touserdata(L, 1);
   luaL_openlibs(L);
@@ -155,7 +148,7 @@ static int open_vm(lua_State *L) {
     lua_setfield(L, -2, "cpath");
   }
   lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, synchro__lua_open);
+  lua_pushcfunction(L, pool->open_core);
   lua_setfield(L, -2, "synchro.core");
   lua_newtable(L);
   lua_setfield(L, LUA_REGISTRYINDEX, CACHE_KEY);
@@ -486,15 +479,16 @@ static pool_t *new_pool(lua_State *L, synchro_t *S) {
   pool->max_workers = DEFAULT_WORKERS;
   pool->S = S;
   pool->L = S->L;
+  pool->open_core = S->open_core;
   box->pool = pool;
   lua_getglobal(L, "package");
   if (lua_istable(L, -1)) {
     lua_getfield(L, -1, "path");
     if (lua_isstring(L, -1))
-      pool->path = dup_string(lua_tostring(L, -1));
+      pool->path = synchro__strdup(lua_tostring(L, -1));
     lua_getfield(L, -2, "cpath");
     if (lua_isstring(L, -1))
-      pool->cpath = dup_string(lua_tostring(L, -1));
+      pool->cpath = synchro__strdup(lua_tostring(L, -1));
     lua_pop(L, 2);
   }
   lua_pop(L, 1);

@@ -49,7 +49,7 @@ int synchro_open(synchro_t **out, const synchro_options_t *opts,
   S = synchro__new(opts != NULL ? opts->name : NULL,
                    opts != NULL ? opts->lua_path : NULL,
                    opts != NULL ? opts->lua_cpath : NULL,
-                   synchro__loopside_open);
+                   &synchro__vm, synchro__lua_open);
   if (S == NULL)
     return set_error(errmsg, SYNCHRO_ENOMEM, NULL);
   S->paths_prepend = 1;

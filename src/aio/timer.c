@@ -3,7 +3,7 @@
  * libuv needs it until its close callback, after Lua may have freed it. */
 #include <stdlib.h>
 
-#include "internal.h"
+#include "aio.h"
 
 #define TIMER_MT "synchro.timer"
 

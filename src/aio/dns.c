@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "aio.h"
 #include "netaddr.h"
 
 #define DNS_REQ_MT "synchro.dns_request"

@@ -1,0 +1,202 @@
+--- Wrapped functions: S:wrap, how a call blocks or awaits (the awaiter of
+--- the running code: a synchro scheduler or a registered adapter), and
+--- Future:result. Installed into synchro by init.lua.
+local core = require "synchro.core"
+local sched = require "synchro.sched"
+local check = require "synchro.check"
+local argerror = check.argerror
+
+return function(synchro, Synchronizer, P)
+  local core_call, core_submit = core.call, core.submit
+  local in_task = sched.in_task
+  local check_self = P.check_self
+
+  ---@class synchro.Future
+  ---@field result fun(self: synchro.Future, timeout?: number): ...
+  ---@field wait fun(self: synchro.Future, timeout?: number): boolean
+  ---@field done fun(self: synchro.Future): boolean
+  ---@field cancel fun(self: synchro.Future): boolean
+  local Future = core.Future
+
+  ---@class synchro.Wrapped
+  ---@field aio async fun(...): ...
+  ---@field future fun(...): synchro.Future
+  ---@field sync fun(...): ...
+  local Wrapped = {}
+  Wrapped.__index = Wrapped
+
+  -- How the running code can await a future, if it can: a task of a synchro
+  -- scheduler, or a coroutine driven by a registered adapter (synchro.luv,
+  -- synchro.cqueues). A plain coroutine (an iterator, say) cannot: calls
+  -- block there.
+  local adapters = {}
+
+  local function current_awaiter()
+    local task = sched.current
+    if task ~= nil and in_task() and task.sched.backend.notifier ~= nil then
+      return sched.await_future
+    end
+    for i = 1, #adapters do
+      local await = adapters[i]()
+      if await then return await end
+    end
+    return nil
+  end
+
+  --- For adapters of foreign schedulers: detect() returns a function that
+  --- awaits a Future from the running coroutine, or nil when the running
+  --- code is not one of the adapter's coroutines.
+  ---@param detect fun(): (fun(f: synchro.Future): ...)|nil
+  function synchro.register_adapter(detect)
+    if type(detect) ~= "function" then
+      argerror(1, "register_adapter", "function expected, got " .. type(detect))
+    end
+    adapters[#adapters + 1] = detect
+  end
+
+  --- The awaiter for the running code, or nil (see register_adapter).
+  synchro.current_awaiter = current_awaiter
+
+  local ypcall = sched.yieldable_pcalls()
+
+  -- Awaiters that run callbacks while they wait: awaiter -> { enter =
+  -- fn, leave = fn } (bracketing the call, so that the VM's inbox takes its
+  -- callback calls). synchro.luv registers its own.
+  local callback_servers = setmetatable({}, { __mode = "k" })
+  synchro._callback_servers = callback_servers
+  local in_run = { enter = function() end, leave = function() end }
+
+  -- Submits a call and awaits it. Function arguments are callbacks where the
+  -- awaiter can serve them (synchro.run, synchro.luv); others refuse them.
+  local function submit_await(await, ud, id, ...)
+    local server = callback_servers[await]
+    if server == nil and await == sched.await_future and
+      sched.current.sched.backend.inbox then
+      server = in_run -- the run scheduler serves its VM's inbox throughout
+    end
+    if server == nil then return await(core_submit(ud, id, ...)) end
+    server.enter()
+    local ok, fut, cbs = pcall(core.submit_cb, ud, id, ...)
+    if not ok or cbs == nil then
+      server.leave()
+      if not ok then error(fut, 0) end
+      return await(fut)
+    end
+    if server.wait then
+      -- waits without raising (no pcall needed around a yield: PUC 5.1)
+      server.wait(fut)
+      server.leave()
+      debug.getregistry()["synchro.cb_release"](cbs)
+      return await(fut) -- done by now: gives the outcome
+    end
+    local r = sched.pack(ypcall(await, fut))
+    server.leave()
+    debug.getregistry()["synchro.cb_release"](cbs)
+    if not r[1] then error(r[2], 0) end
+    return (table.unpack or unpack)(r, 2, r.n)
+  end
+
+  function Wrapped.__call(self, ...)
+    if sched.current ~= nil or adapters[1] ~= nil then
+      local await = current_awaiter()
+      if await then return submit_await(await, self._ud, self._id, ...) end
+    end
+    return core_call(self, ...)
+  end
+
+  function Wrapped.__tostring(self)
+    return ("synchro.Wrapped(%s#%d)"):format(self._name, self._id)
+  end
+
+  -- How a wrapped function crosses into its own loop (as an upvalue of
+  -- another wrapped function): by identity, called in place there.
+  -- Elsewhere (another synchronizer's loop) it is that synchronizer's
+  -- wrapped function; the payload carries a reference to it.
+  function Wrapped.__synchro(self)
+    return "synchro.fn", ("%s#%d#%s#%s"):format(core.identity(self._ud),
+      self._id, core.export_string(self._ud), self._name)
+  end
+
+  -- A wrapped function object for function id of the synchronizer ud.
+  local function make_wrapped(ud, id, name, timeout)
+    local w = setmetatable({ _ud = ud, _id = id, _timeout = timeout,
+      _name = name }, Wrapped)
+    w.aio = function(...)
+      local await = current_awaiter()
+      if not await then
+        error("'.aio' must be called from async code (inside synchro.run, " ..
+          "a task, or a synchro.luv or synchro.cqueues coroutine); call the " ..
+          "function plainly to block", 2)
+      end
+      return submit_await(await, ud, id, ...)
+    end
+    -- always blocks, even in async code (blocking that scheduler)
+    w.sync = function(...) return core_call(w, ...) end
+    w.future = function(...) return core_submit(ud, id, ...) end
+    return w
+  end
+  synchro._make_wrapped = make_wrapped
+
+  --- Wraps an async function: `f(...)` blocks until it returns (or awaits,
+  --- inside async code), `f.aio(...)` awaits, `f.future(...)` returns a
+  --- Future. The function's code and upvalues are copied to the loop VM now.
+  ---@param fn async fun(...): ...
+  ---@param opts? {timeout?: number, name?: string}
+  ---@return synchro.Wrapped
+  function Synchronizer:wrap(fn, opts)
+    check_self(self, "wrap")
+    if type(fn) ~= "function" then
+      argerror(1, "wrap", "function expected, got " .. type(fn))
+    end
+    if opts ~= nil and type(opts) ~= "table" then
+      argerror(2, "wrap", "table expected, got " .. type(opts))
+    end
+    opts = opts or {}
+    if opts.timeout ~= nil and
+      (type(opts.timeout) ~= "number" or opts.timeout < 0) then
+      argerror(2, "wrap", "'timeout' must be a non-negative number")
+    end
+    local ud = self._ud
+    local id = core.define(ud, fn)
+    local name = opts.name
+    if name == nil then
+      local info = debug.getinfo(fn, "S")
+      name = ("function <%s:%d>"):format(info.short_src, info.linedefined)
+    end
+    local w = make_wrapped(ud, id, name, opts.timeout)
+    w.synchronizer = self
+    return w
+  end
+
+  -- Calls a loop-VM function by path: blocks, or awaits in async code.
+  local function call_path(ud, force_await, path, ...)
+    local await = current_awaiter()
+    if await then return await(core_submit(ud, -1, path, ...)) end
+    if force_await then
+      error("'.aio' generators must be iterated from async code", 3)
+    end
+    return core_call({ _ud = ud, _id = -1, _name = path }, path, ...)
+  end
+
+  -- Futures ---------------------------------------------------------------
+
+  --- Waits for the result: returns the call's results or raises its error.
+  --- With a timeout, returns `nil, "ETIMEDOUT: ...", "ETIMEDOUT"` if the call
+  --- is still running then (the call goes on; cancel() stops it). Inside
+  --- async code it awaits instead of blocking.
+  function Future:result(timeout)
+    if timeout ~= nil and type(timeout) ~= "number" then
+      argerror(1, "result", "number expected, got " .. type(timeout))
+    end
+    local await = current_awaiter()
+    if await then return await(self) end
+    if not self:wait(timeout) then
+      return nil, ("ETIMEDOUT: future not done after %g s"):format(timeout),
+        "ETIMEDOUT"
+    end
+    return self:outcome()
+  end
+
+  P.current_awaiter, P.submit_await = current_awaiter, submit_await
+  P.make_wrapped, P.call_path = make_wrapped, call_path
+end

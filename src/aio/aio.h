@@ -1,0 +1,17 @@
+/* What the aio modules (one file per libuv concept, all on the loop VM)
+ * share: the vm layer's helpers and each module's registration. */
+#ifndef SYNCHRO_AIO_H
+#define SYNCHRO_AIO_H
+
+#include "vm.h"
+
+/* Each adds its functions to the table on top of L (synchro.core). */
+void synchro__timer_register(lua_State *L);
+void synchro__fs_register(lua_State *L);
+void synchro__tcp_register(lua_State *L);
+void synchro__udp_register(lua_State *L);
+void synchro__dns_register(lua_State *L);
+void synchro__process_register(lua_State *L);
+void synchro__workers_register(lua_State *L);
+
+#endif

@@ -1,0 +1,34 @@
+/* The loop VM: the loop thread, dispatch of calls into the runtime, and
+ * the helpers the aio modules share. Runs on the loop thread only, except
+ * synchro__vm (given to synchro__new). */
+#ifndef SYNCHRO_VM_H
+#define SYNCHRO_VM_H
+
+#include "core.h"
+
+/* ---- loop.c: the loop thread ---- */
+/* The loop thread that runs a Synchronizer's uv loop and Lua VM. */
+extern const synchro_vm_t synchro__vm;
+/* Called by the loop runtime (loop thread) when the close has drained. */
+void synchro__loop_stop(synchro_t *S);
+
+/* ---- dispatch.c: the loop VM's side of the binding ---- */
+int synchro__dispatch_open(lua_State *L, synchro_t *S);
+void synchro__dispatch(synchro_t *S, synchro_msg_t *msg);
+void synchro__dispatch_close(synchro_t *S, double grace);
+/* After the loop stopped: calls still running end as closed. */
+void synchro__dispatch_shutdown(synchro_t *S);
+
+/* ---- vmaux.c: for the loop VM's C functions (src/aio) ---- */
+/* The Synchronizer whose loop runs L's VM; raises elsewhere. */
+synchro_t *synchro__loop_of(lua_State *L);
+/* Pushes nil, "ENAME: message", "ENAME" for a libuv (or synchro) error
+ * code and returns 3. */
+int synchro__push_uv_error(lua_State *L, int err);
+/* Calls the function in registry ref with the nargs values on top of L
+ * (popped), protected; an error is reported on stderr. Loop thread. */
+void synchro__call_ref_fn(lua_State *L, int ref, int nargs);
+/* Adds core.loop_handles to the table on top of L. */
+void synchro__vmaux_register(lua_State *L);
+
+#endif
