@@ -66,6 +66,13 @@ SYNCHRO_API const char *synchro_strerror(int err);
  * Thread: any. */
 SYNCHRO_API const char *synchro_err_name(int err);
 
+/* ---- Time values --------------------------------------------------------
+ * Every time this API takes (a timeout, a grace) is in seconds, as a
+ * double, by one rule: a negative value means no limit (poll()'s
+ * convention; the Lua API, where negative means 0, differs here only),
+ * INFINITY and anything above 1e9 s mean no limit too, and NaN is
+ * SYNCHRO_EINVAL. */
+
 /* ---- Synchronizers ---------------------------------------------------- */
 
 /* A Synchronizer: one libuv loop on its own thread, with its own Lua VM
@@ -76,7 +83,8 @@ typedef struct synchro_options {
   const char *name;      /* for messages; NULL: "synchro" */
   const char *lua_path;  /* prepended to the loop VM's package.path, or NULL */
   const char *lua_cpath; /* prepended to the loop VM's package.cpath, or NULL */
-  double grace;          /* seconds tasks get for cleanup at close; <= 0: 5 */
+  double grace; /* seconds cancelled tasks get for cleanup (at close,
+                   after a timeout); <= 0 or NaN: 5 */
 } synchro_options_t;
 
 /* Opens a Synchronizer and starts its loop thread. opts may be NULL. On
@@ -185,7 +193,9 @@ SYNCHRO_API void synchro_free(void *p);
  * *nresults values in *results (free with synchro_values_free; NULL when
  * there are none). Errors: SYNCHRO_ELUAERROR (the function raised; the
  * error text and remote traceback in *errmsg), SYNCHRO_ETIMEDOUT (the task
- * was cancelled and its cleanup has run), SYNCHRO_ECANCELED (closed or
+ * was cancelled at the deadline and its cleanup has run, or did not end
+ * within the grace plus 2 s: the call is then given up, whatever it returns
+ * later), SYNCHRO_ECANCELED (closed or
  * cancelled meanwhile), SYNCHRO_ECLOSED, SYNCHRO_EMARSHAL (a result cannot
  * be a C value: functions, shared or cyclic tables), SYNCHRO_EINVAL.
  * *errmsg (if errmsg is not NULL) is set on every error, else NULL.
@@ -220,9 +230,14 @@ SYNCHRO_API int synchro_future_done(synchro_future_t *f);
 SYNCHRO_API int synchro_future_fd(synchro_future_t *f);
 
 /* Has cb(f, ud) called exactly once when the call is done: on the loop
- * thread, or at once on the calling thread if it already is. cb must not
- * block; it may call synchro_future_results but not release f. One
- * callback per future: SYNCHRO_EINVAL for a second. Thread: any. */
+ * thread, or at once on the calling thread if it already is. On the loop
+ * thread it runs before the call is seen done elsewhere: before
+ * synchro_future_wait returns and before the fd becomes readable; inside
+ * cb, synchro_future_done is 1 and synchro_future_results works. cb never
+ * runs after synchro_future_release has returned: release waits for a cb
+ * that is running, and a future released before its call completed never
+ * calls cb. cb must not block nor release f. One callback per future:
+ * SYNCHRO_EINVAL for a second. Thread: any. */
 SYNCHRO_API int synchro_future_on_done(synchro_future_t *f,
                                        void (*cb)(synchro_future_t *f,
                                                   void *ud),
@@ -241,8 +256,9 @@ SYNCHRO_API int synchro_future_results(synchro_future_t *f,
                                        synchro_value_t **results,
                                        size_t *nresults, char **errmsg);
 
-/* Releases the future; the call itself goes on if not done. Accepts NULL.
- * Thread: any (not from inside its on_done callback). */
+/* Releases the future; the call itself goes on if not done. Waits for
+ * its on_done callback if that runs now (see synchro_future_on_done).
+ * Accepts NULL. Thread: any (not from inside its on_done callback). */
 SYNCHRO_API void synchro_future_release(synchro_future_t *f);
 
 /* ---- A host's own Lua state --------------------------------------------- */

@@ -368,7 +368,7 @@ function cases.misuse()
   try(ch.recv, "x")
   try(aio.semaphore, "3")
   try(aio.semaphore, 2, 1)
-  try(aio.interval, 0)
+  try(aio.interval, 0 / 0)
   try(aio.lock().release, aio.lock())
   try(aio.semaphore().with, aio.semaphore(), 42)
   return msgs
@@ -441,7 +441,7 @@ local function check(name, fn)
       "bad argument #1 to 'recv' (channel expected, got string)",
       "bad argument #1 to 'semaphore' (non-negative integer expected, got string)",
       "bad argument #2 to 'semaphore' (max is less than n)",
-      "bad argument #1 to 'interval' (positive number expected, got 0)",
+      "bad argument #1 to 'interval' (seconds is NaN)",
       "lock released by a task that does not hold it",
       "bad argument #2 to 'with' (function expected, got number)",
     }, fn())

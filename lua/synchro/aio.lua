@@ -3,6 +3,8 @@
 local core = require "synchro.core"
 local sched = require "synchro.sched"
 
+local check_time = require("synchro.check").time
+
 local aio = {}
 
 --- The error a cancelled task receives at its wait points.
@@ -15,7 +17,8 @@ function aio.sleep(seconds)
     error("bad argument #1 to 'sleep' (number expected, got " ..
       type(seconds) .. ")", 2)
   end
-  return sched.sleep(seconds)
+  -- the one time rule; no limit sleeps until cancelled
+  return sched.sleep(check_time(seconds, 1, "sleep"))
 end
 
 --- Monotonic time in seconds (a float).
@@ -131,6 +134,8 @@ function aio.timeout(seconds, fn, ...)
       type(seconds) .. ")", 2)
   end
   check_function(fn, 2, "timeout")
+  seconds = check_time(seconds, 1, "timeout")
+  if seconds == nil then return fn(...) end -- no limit
   return sched.timeout(seconds, fn, ...)
 end
 

@@ -30,12 +30,52 @@ function check.port(port, n, name)
   end
 end
 
---- Raises unless opts is nil or a table; returns it, or {}.
-function check.opts(opts, n, name)
-  if opts ~= nil and type(opts) ~= "table" then
+--- Raises unless opts is nil or a table whose keys are all in known (a
+--- list of option names); returns it, or {}.
+---@param opts any
+---@param n integer
+---@param name string
+---@param known string[]
+---@return table
+function check.opts(opts, n, name, known)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
     argerror(n, name, "table expected, got " .. type(opts), 3)
   end
-  return opts or {}
+  for k in pairs(opts) do
+    local ok = false
+    for i = 1, #known do
+      if known[i] == k then ok = true break end
+    end
+    if not ok then
+      argerror(n, name, ("unknown option '%s' (options: %s)")
+        :format(tostring(k), table.concat(known, ", ")), 3)
+    end
+  end
+  return opts
+end
+
+local check_time = require("synchro.core").check_time
+
+--- A time in seconds by the one rule (shared with the C core): NaN
+--- raises; a negative value means 0; math.huge, or anything too large,
+--- means no limit and gives nil. what names the value in the message
+--- (default "seconds"); nil passes as nil.
+---@param v any
+---@param n integer
+---@param name string
+---@param what? string
+---@return number|nil
+function check.time(v, n, name, what)
+  if v == nil then return nil end
+  if type(v) ~= "number" then
+    argerror(n, name, (what and what .. ": " or "") .. "number expected, got "
+      .. type(v), 3)
+  end
+  if v ~= v then
+    argerror(n, name, (what or "seconds") .. " is NaN", 3)
+  end
+  return check_time(v, name, what)
 end
 
 return check

@@ -29,22 +29,25 @@ local argerror =
 --- Creates a Synchronizer: one loop thread (started on first call) with
 --- its own Lua VM.
 ---@param opts? {name?: string, grace?: number}
+--- `grace` (seconds, default 5) bounds every wait for a cancelled task's
+--- cleanup: at close, after a timeout, after Ctrl-C.
 ---@return synchro.Synchronizer
 function synchro.new(opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    argerror(1, "new", "table expected, got " .. type(opts))
-  end
-  opts = opts or {}
+  opts = check.opts(opts, 1, "new", { "name", "grace" })
   if opts.name ~= nil and type(opts.name) ~= "string" then
     argerror(1, "new", "'name' must be a string")
   end
   if opts.grace ~= nil and type(opts.grace) ~= "number" then
     argerror(1, "new", "'grace' must be a number")
   end
+  -- the one time rule (NaN raises, math.huge waits as long as it takes)
+  local grace = check.time(opts.grace, 1, "new", "grace")
+  if opts.grace ~= nil and grace == nil then grace = opts.grace end
   local S = setmetatable({
     name = opts.name or "synchro",
-    grace = opts.grace or 5,
-    _ud = core.new(opts.name or "synchro", package.path, package.cpath),
+    grace = grace or 5,
+    _ud = core.new(opts.name or "synchro", package.path, package.cpath,
+      grace or 5),
   }, Synchronizer)
   synchro._known[core.identity(S._ud)] = S._ud
   return S
@@ -82,6 +85,7 @@ function Synchronizer:close(grace)
   if grace ~= nil and type(grace) ~= "number" then
     argerror(1, "close", "number expected, got " .. type(grace))
   end
+  if grace ~= nil and grace ~= grace then argerror(1, "close", "grace is NaN") end
   core.close(self._ud, grace or self.grace)
 end
 Synchronizer.__close = function(self) self:close() end

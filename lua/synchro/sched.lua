@@ -429,7 +429,7 @@ function M.sleep(seconds)
   local task, token = M.prepare("sleep")
   local sched = task.sched
   local timer = sched.backend.timer(function() sched:wake(task, token) end)
-  timer:start(seconds)
+  if seconds ~= nil then timer:start(seconds) end -- nil: no limit
   local ok, err = ypcall(M.suspend, task)
   timer:close()
   if not ok then error(err, 0) end

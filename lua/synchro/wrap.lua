@@ -8,6 +8,7 @@ local argerror = check.argerror
 
 return function(synchro, Synchronizer, P)
   local core_call, core_submit = core.call, core.submit
+  local core_deadline = core.deadline
   local in_task = sched.in_task
   local check_self = P.check_self
 
@@ -68,15 +69,21 @@ return function(synchro, Synchronizer, P)
 
   -- Submits a call and awaits it. Function arguments are callbacks where the
   -- awaiter can serve them (synchro.run, synchro.luv); others refuse them.
-  local function submit_await(await, ud, id, ...)
+  -- timeout: the wrapped function's (normalised), or nil for none.
+  local function submit_await(await, ud, id, timeout, ...)
     local server = callback_servers[await]
     if server == nil and await == sched.await_future and
       sched.current.sched.backend.inbox then
       server = in_run -- the run scheduler serves its VM's inbox throughout
     end
-    if server == nil then return await(core_submit(ud, id, ...)) end
+    if server == nil then
+      local fut = core_submit(ud, id, ...)
+      if timeout then core_deadline(fut, timeout) end
+      return await(fut)
+    end
     server.enter()
     local ok, fut, cbs = pcall(core.submit_cb, ud, id, ...)
+    if ok and timeout then core_deadline(fut, timeout) end
     if not ok or cbs == nil then
       server.leave()
       if not ok then error(fut, 0) end
@@ -99,7 +106,9 @@ return function(synchro, Synchronizer, P)
   function Wrapped.__call(self, ...)
     if sched.current ~= nil or adapters[1] ~= nil then
       local await = current_awaiter()
-      if await then return submit_await(await, self._ud, self._id, ...) end
+      if await then
+        return submit_await(await, self._ud, self._id, self._timeout, ...)
+      end
     end
     return core_call(self, ...)
   end
@@ -128,11 +137,15 @@ return function(synchro, Synchronizer, P)
           "a task, or a synchro.luv or synchro.cqueues coroutine); call the " ..
           "function plainly to block", 2)
       end
-      return submit_await(await, ud, id, ...)
+      return submit_await(await, ud, id, timeout, ...)
     end
     -- always blocks, even in async code (blocking that scheduler)
     w.sync = function(...) return core_call(w, ...) end
-    w.future = function(...) return core_submit(ud, id, ...) end
+    w.future = function(...)
+      local fut = core_submit(ud, id, ...)
+      if timeout then core_deadline(fut, timeout) end
+      return fut
+    end
     return w
   end
   synchro._make_wrapped = make_wrapped
@@ -148,13 +161,11 @@ return function(synchro, Synchronizer, P)
     if type(fn) ~= "function" then
       argerror(1, "wrap", "function expected, got " .. type(fn))
     end
-    if opts ~= nil and type(opts) ~= "table" then
-      argerror(2, "wrap", "table expected, got " .. type(opts))
-    end
-    opts = opts or {}
-    if opts.timeout ~= nil and
-      (type(opts.timeout) ~= "number" or opts.timeout < 0) then
-      argerror(2, "wrap", "'timeout' must be a non-negative number")
+    opts = check.opts(opts, 2, "wrap", { "timeout", "name" })
+    -- the one time rule: nil (math.huge too) is no limit
+    local timeout = check.time(opts.timeout, 2, "wrap", "timeout")
+    if opts.name ~= nil and type(opts.name) ~= "string" then
+      argerror(2, "wrap", "name: string expected, got " .. type(opts.name))
     end
     local ud = self._ud
     local id = core.define(ud, fn)
@@ -163,7 +174,7 @@ return function(synchro, Synchronizer, P)
       local info = debug.getinfo(fn, "S")
       name = ("function <%s:%d>"):format(info.short_src, info.linedefined)
     end
-    local w = make_wrapped(ud, id, name, opts.timeout)
+    local w = make_wrapped(ud, id, name, timeout)
     w.synchronizer = self
     return w
   end
@@ -185,13 +196,12 @@ return function(synchro, Synchronizer, P)
   --- is still running then (the call goes on; cancel() stops it). Inside
   --- async code it awaits instead of blocking.
   function Future:result(timeout)
-    if timeout ~= nil and type(timeout) ~= "number" then
-      argerror(1, "result", "number expected, got " .. type(timeout))
-    end
+    local given = timeout
+    timeout = check.time(timeout, 1, "result", "timeout") -- nil: no limit
     local await = current_awaiter()
     if await then return await(self) end
     if not self:wait(timeout) then
-      return nil, ("ETIMEDOUT: future not done after %g s"):format(timeout),
+      return nil, ("ETIMEDOUT: future not done after %g s"):format(given),
         "ETIMEDOUT"
     end
     return self:outcome()

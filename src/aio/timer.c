@@ -52,14 +52,22 @@ static int timer_new(lua_State *L) {
   return 1;
 }
 
-/* timer:start(seconds [, repeat_seconds]) */
+/* Seconds (normalised) as libuv's milliseconds, rounded up. */
+static uint64_t to_ms(double seconds) {
+  return (uint64_t)(seconds * 1000.0 + 0.999);
+}
+
+/* timer:start(seconds [, repeat_seconds]), by the one time rule: a time
+ * with no limit never fires (a repeat with no limit fires once). */
 static int timer_start(lua_State *L) {
   loop_timer_t *t = check_timer(L);
-  double after = luaL_checknumber(L, 2);
-  double every = luaL_optnumber(L, 3, 0);
-  uint64_t ms = after <= 0 ? 0 : (uint64_t)(after * 1000.0 + 0.999);
-  uint64_t rep = every <= 0 ? 0 : (uint64_t)(every * 1000.0 + 0.999);
-  uv_timer_start(&t->handle, on_timer, ms, rep);
+  double after = synchro__check_time(L, 2, "timer", "seconds");
+  double every = synchro__opt_time(L, 3, "timer", "repeat", 0);
+  uv_timer_stop(&t->handle);
+  if (after == SYNCHRO_NO_LIMIT)
+    return 0;
+  uv_timer_start(&t->handle, on_timer, to_ms(after),
+                 every == SYNCHRO_NO_LIMIT ? 0 : to_ms(every));
   return 0;
 }
 

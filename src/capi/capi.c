@@ -7,11 +7,17 @@
 
 #define DEFAULT_GRACE 5.0
 
+/* on_done runs once, before the call is seen done (synchro_future_wait,
+ * the fd), and never after synchro_future_release has returned: release
+ * waits for a callback that is running, and drops one not yet run. */
 struct synchro_future {
   synchro_call_t *call; /* holds a reference */
   int refs;             /* the owner's, and the pending completion's */
-  uv_mutex_t lock;      /* completed, cb */
+  uv_mutex_t lock;      /* guards the fields below */
+  uv_cond_t idle;       /* signalled when in_cb drops to 0 */
   int completed;
+  int released;
+  int in_cb; /* cb is running */
   void (*cb)(synchro_future_t *f, void *ud);
   void *ud;
 };
@@ -66,22 +72,50 @@ int synchro_open(synchro_t **out, const synchro_options_t *opts,
   return 0;
 }
 
-int synchro_shutdown(synchro_t *s, double grace) {
-  if (s == NULL)
+/* A close's grace: < 0 the Synchronizer's own; NaN is EINVAL. */
+static int close_grace(synchro_t *s, double grace, double *out) {
+  if (grace < 0) {
+    *out = s->close_grace;
+    return 0;
+  }
+  if (synchro__time_normalize(grace, out) != 0) {
+    *out = s->close_grace;
     return SYNCHRO_EINVAL;
-  synchro__close(s, grace < 0 ? s->close_grace : grace);
+  }
+  if (*out == SYNCHRO_NO_LIMIT)
+    *out = SYNCHRO_TIME_MAX;
+  return 0;
+}
+
+int synchro_shutdown(synchro_t *s, double grace) {
+  if (s == NULL || close_grace(s, grace, &grace) != 0)
+    return SYNCHRO_EINVAL;
+  synchro__close(s, grace);
   return 0;
 }
 
 int synchro_close(synchro_t *s, double grace) {
+  int err;
   if (s == NULL)
     return 0;
-  synchro__close(s, grace < 0 ? s->close_grace : grace);
+  err = close_grace(s, grace, &grace); /* NaN: closes all the same */
+  synchro__close(s, grace);
   synchro__unref(s);
-  return 0;
+  return err;
 }
 
 /* ---- calls ---- */
+
+/* The C API's times: the one rule (synchro__time_normalize), except that
+ * a negative value means no limit, poll()'s convention, as synchro.h
+ * says. */
+static int c_time(double seconds, double *out) {
+  if (seconds < 0) {
+    *out = SYNCHRO_NO_LIMIT;
+    return 0;
+  }
+  return synchro__time_normalize(seconds, out);
+}
 
 static void on_call_done(synchro_call_t *call, void *ud);
 
@@ -172,11 +206,11 @@ static int outcome(synchro_call_t *call, synchro_value_t **results,
       free(msg);
     return SYNCHRO_ELUAERROR;
   }
-  case SYNCHRO_CALL_CANCELLED:
-    return set_error(errmsg, SYNCHRO_ECANCELED, "the call was cancelled");
-  default:
-    return set_error(errmsg, SYNCHRO_ECANCELED,
-                     "the synchronizer closed before the call finished");
+  default: {
+    const char *msg;
+    err = synchro__call_status_error(call->status, &msg);
+    return set_error(errmsg, err, msg);
+  }
   }
 }
 
@@ -193,20 +227,18 @@ int synchro_call(synchro_t *s, const char *path, const synchro_value_t *args,
     *nresults = 0;
   if (results != NULL && nresults == NULL)
     return set_error(errmsg, SYNCHRO_EINVAL, "nresults is NULL");
+  if (c_time(timeout, &timeout) != 0)
+    return set_error(errmsg, SYNCHRO_EINVAL, "timeout is NaN");
   err = submit(s, path, args, nargs, NULL, &call);
   if (err != 0)
     return set_error(errmsg, err, NULL);
-  if (synchro__event_wait(&call->done, timeout, NULL, NULL) != 0) {
-    /* Cancel, and let the task's cleanup run (within the grace). */
-    synchro__call_cancel(call);
-    synchro__event_wait(&call->done, s->close_grace, NULL, NULL);
-    if (!synchro__event_is_set(&call->done) ||
-        call->status != SYNCHRO_CALL_OK) {
-      synchro__call_unref(call);
-      return set_error(errmsg, SYNCHRO_ETIMEDOUT, NULL);
-    }
-  }
-  err = outcome(call, results, nresults, errmsg);
+  if (timeout >= 0)
+    synchro__deadline_add(call, timeout);
+  err = synchro__call_await(call, timeout, synchro__call_wait_plain, NULL);
+  if (err == 0)
+    err = outcome(call, results, nresults, errmsg);
+  else
+    err = set_error(errmsg, err, NULL);
   synchro__call_unref(call);
   return err;
 }
@@ -236,21 +268,33 @@ static void future_unref(synchro_future_t *f) {
   if (synchro__decr(&f->refs) != 0)
     return;
   synchro__call_unref(f->call);
+  uv_cond_destroy(&f->idle);
   uv_mutex_destroy(&f->lock);
   free(f);
 }
 
-/* On the completing thread (the loop's), once. */
+/* Runs cb unless released; called with f->lock held, returns with it. */
+static void run_cb_locked(synchro_future_t *f) {
+  void (*cb)(synchro_future_t *, void *) = f->released ? NULL : f->cb;
+  if (cb == NULL)
+    return;
+  f->in_cb = 1;
+  uv_mutex_unlock(&f->lock);
+  cb(f, f->ud);
+  uv_mutex_lock(&f->lock);
+  f->in_cb = 0;
+  uv_cond_broadcast(&f->idle);
+}
+
+/* On the completing thread (the loop's), once, before the call is seen
+ * done. */
 static void on_call_done(synchro_call_t *call, void *ud) {
   synchro_future_t *f = ud;
-  void (*cb)(synchro_future_t *, void *);
   (void)call;
   uv_mutex_lock(&f->lock);
   f->completed = 1;
-  cb = f->cb;
+  run_cb_locked(f);
   uv_mutex_unlock(&f->lock);
-  if (cb != NULL)
-    cb(f, f->ud);
   future_unref(f);
 }
 
@@ -269,8 +313,14 @@ int synchro_submit(synchro_t *s, const char *path, const synchro_value_t *args,
     free(f);
     return SYNCHRO_ENOMEM;
   }
+  if (uv_cond_init(&f->idle) != 0) {
+    uv_mutex_destroy(&f->lock);
+    free(f);
+    return SYNCHRO_ENOMEM;
+  }
   err = submit(s, path, args, nargs, f, &f->call);
   if (err != 0) {
+    uv_cond_destroy(&f->idle);
     uv_mutex_destroy(&f->lock);
     free(f);
     return err;
@@ -280,15 +330,19 @@ int synchro_submit(synchro_t *s, const char *path, const synchro_value_t *args,
 }
 
 int synchro_future_wait(synchro_future_t *f, double timeout) {
-  if (f == NULL)
+  if (f == NULL || c_time(timeout, &timeout) != 0)
     return SYNCHRO_EINVAL;
   return synchro__event_wait(&f->call->done, timeout, NULL, NULL) == 0
              ? 0
              : SYNCHRO_ETIMEDOUT;
 }
 
+static int future_completed(synchro_future_t *f);
+
 int synchro_future_done(synchro_future_t *f) {
-  return f != NULL && synchro__event_is_set(&f->call->done);
+  /* completed: true inside on_done too, which runs before done is set */
+  return f != NULL &&
+         (synchro__event_is_set(&f->call->done) || future_completed(f));
 }
 
 int synchro_future_fd(synchro_future_t *f) {
@@ -300,7 +354,6 @@ int synchro_future_fd(synchro_future_t *f) {
 int synchro_future_on_done(synchro_future_t *f,
                            void (*cb)(synchro_future_t *f, void *ud),
                            void *ud) {
-  int now;
   if (f == NULL || cb == NULL)
     return SYNCHRO_EINVAL;
   uv_mutex_lock(&f->lock);
@@ -310,10 +363,9 @@ int synchro_future_on_done(synchro_future_t *f,
   }
   f->cb = cb;
   f->ud = ud;
-  now = f->completed;
+  if (f->completed)
+    run_cb_locked(f); /* done already: here, now */
   uv_mutex_unlock(&f->lock);
-  if (now)
-    cb(f, ud);
   return 0;
 }
 
@@ -322,6 +374,14 @@ int synchro_future_cancel(synchro_future_t *f) {
     return SYNCHRO_EINVAL;
   synchro__call_cancel(f->call);
   return 0;
+}
+
+static int future_completed(synchro_future_t *f) {
+  int c;
+  uv_mutex_lock(&f->lock);
+  c = f->completed;
+  uv_mutex_unlock(&f->lock);
+  return c;
 }
 
 int synchro_future_results(synchro_future_t *f, synchro_value_t **results,
@@ -334,14 +394,21 @@ int synchro_future_results(synchro_future_t *f, synchro_value_t **results,
     *nresults = 0;
   if (f == NULL || (results != NULL && nresults == NULL))
     return set_error(errmsg, SYNCHRO_EINVAL, NULL);
-  if (!synchro__event_is_set(&f->call->done))
+  /* completed: from inside on_done too, which runs before done is set */
+  if (!synchro__event_is_set(&f->call->done) && !future_completed(f))
     return set_error(errmsg, SYNCHRO_EINVAL, "the future is not done");
   return outcome(f->call, results, nresults, errmsg);
 }
 
 void synchro_future_release(synchro_future_t *f) {
-  if (f != NULL)
-    future_unref(f);
+  if (f == NULL)
+    return;
+  uv_mutex_lock(&f->lock);
+  f->released = 1; /* a callback not yet run never will be */
+  while (f->in_cb)
+    uv_cond_wait(&f->idle, &f->lock);
+  uv_mutex_unlock(&f->lock);
+  future_unref(f);
 }
 
 /* ---- a host's own Lua state ---- */

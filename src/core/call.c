@@ -26,6 +26,7 @@ synchro_call_t *synchro__call_new(synchro_t *S, int64_t fn_id) {
   if (call == NULL)
     return NULL;
   call->pollfd = call->pollfd_peer = -1;
+  call->deadline_slot = -1;
   synchro__buf_use(&call->args, call->args_inline, SYNCHRO_CALL_INLINE);
   synchro__buf_use(&call->reply, call->reply_inline, SYNCHRO_CALL_INLINE);
   call->msg.kind = SYNCHRO_MSG_CALL;
@@ -149,9 +150,19 @@ int synchro__call_pollfd(synchro_call_t *call) {
 void synchro__call_complete(synchro_call_t *call, int status) {
   synchro_notifier_t *n;
   int fd;
+  /* Past its deadline it timed out, whatever the task did after the
+   * cancel: results that came too late are not results. */
+  if (synchro__load(&call->timed_out))
+    status = SYNCHRO_CALL_TIMEDOUT;
   call->status = status;
   synchro__call_ref(call); /* a waiter may drop the last other ref */
-  synchro__event_set(&call->done); /* seq_cst: Dekker with call_pollfd */
+  /* The C API's on_done runs before anyone can see the call done: before
+   * a wait returns and before the pollfd is readable. */
+  if (call->done_cb != NULL)
+    call->done_cb(call, call->done_ud);
+  /* seq_cst: Dekker with call_pollfd, and with synchro__deadline_add */
+  synchro__event_set(&call->done);
+  synchro__deadline_remove(call);
   fd = __atomic_load_n(&call->pollfd, __ATOMIC_SEQ_CST);
   if (fd >= 0)
     signal_pollfd(call, fd);
@@ -160,9 +171,59 @@ void synchro__call_complete(synchro_call_t *call, int status) {
     synchro__notifier_push(n, call);
     synchro__notifier_unref(n);
   }
-  if (call->done_cb != NULL)
-    call->done_cb(call, call->done_ud);
   synchro__call_unref(call);
+}
+
+int synchro__call_status_error(int status, const char **msg) {
+  switch (status) {
+  case SYNCHRO_CALL_OK:
+  case SYNCHRO_CALL_ERROR:
+    *msg = NULL;
+    return 0;
+  case SYNCHRO_CALL_CANCELLED:
+    *msg = "the call was cancelled";
+    return SYNCHRO_ECANCELED;
+  case SYNCHRO_CALL_TIMEDOUT:
+    *msg = "the call timed out";
+    return SYNCHRO_ETIMEDOUT;
+  default:
+    *msg = "the synchronizer closed before the call finished";
+    return SYNCHRO_ECANCELED;
+  }
+}
+
+int synchro__call_wait_plain(synchro_call_t *call, double timeout,
+                             void *ud) {
+  (void)ud;
+  return synchro__event_wait(&call->done, timeout, NULL, NULL);
+}
+
+void synchro__call_cancel_wait(synchro_call_t *call) {
+  /* Within the grace period, so that a stuck cleanup cannot hang us. */
+  synchro__call_cancel(call);
+  synchro__event_wait(&call->done, call->S->close_grace + SYNCHRO_ABANDON_S,
+                      NULL, NULL);
+}
+
+int synchro__call_await(synchro_call_t *call, double timeout,
+                        synchro_wait_fn wait, void *ud) {
+  double grace = call->S->close_grace, bound = SYNCHRO_NO_LIMIT;
+  int rc;
+  if (timeout >= 0)
+    bound = timeout + grace + SYNCHRO_ABANDON_S;
+  rc = wait(call, bound, ud);
+  if (rc == UV_EINTR) {
+    synchro__call_cancel_wait(call);
+    return UV_EINTR;
+  }
+  if (rc != 0) {
+    /* The deadline thread cancelled it long ago and it still runs: the
+     * loop is stuck where cancellation cannot reach. Give it up. */
+    synchro__store(&call->timed_out, 1);
+    synchro__call_cancel(call);
+    return SYNCHRO_ETIMEDOUT;
+  }
+  return 0;
 }
 
 int synchro__call_listen(synchro_call_t *call, synchro_notifier_t *n) {

@@ -107,7 +107,8 @@ enum {
   SYNCHRO_CALL_OK = 0,
   SYNCHRO_CALL_ERROR = 1,     /* reply holds (error value, traceback) */
   SYNCHRO_CALL_CANCELLED = 2, /* the task ended cancelled */
-  SYNCHRO_CALL_CLOSED = 3     /* the Synchronizer closed under the call */
+  SYNCHRO_CALL_CLOSED = 3,    /* the Synchronizer closed under the call */
+  SYNCHRO_CALL_TIMEDOUT = 4   /* its deadline passed (whatever it did then) */
 };
 
 /* Arguments and results this small need no allocation. */
@@ -122,6 +123,10 @@ struct synchro_call {
   int reverse; /* a callback call from a loop into a caller's VM */
   int64_t fn_id;
   synchro_t *S; /* holds a reference */
+  /* The deadline (deadline.c): its heap slot (-1: none) and when. */
+  long deadline_slot;
+  uint64_t deadline_at;
+  int timed_out; /* set by the deadline thread before it cancels */
   /* Called (on the completing thread) once the call is done; set before
    * the call is sent. */
   void (*done_cb)(synchro_call_t *call, void *ud);
@@ -153,6 +158,30 @@ int synchro__call_cancel(synchro_call_t *call);
  * eventfd, or a pipe elsewhere), made on first use and closed with the
  * call. Returns the fd or a negative error code. Thread: any. */
 int synchro__call_pollfd(synchro_call_t *call);
+
+/* The error a call's final status stands for: 0 for SYNCHRO_CALL_OK and
+ * SYNCHRO_CALL_ERROR (the reply says more), else SYNCHRO_ECANCELED or
+ * SYNCHRO_ETIMEDOUT, with a message for it in *msg. */
+int synchro__call_status_error(int status, const char **msg);
+
+/* The caller's side of a call, the same for the Lua binding, futures
+ * and the C API. Waits until the call is done or, with a deadline, until
+ * it has had its time plus the grace plus SYNCHRO_ABANDON_S (the loop may
+ * be stuck where nothing can reach it); an interrupt (Ctrl-C) cancels the
+ * call and waits for its cleanup within the grace. wait is how to wait
+ * (synchro__call_wait_plain, or one that serves callbacks meanwhile).
+ * Returns 0 when the call is done (its status says how it ended),
+ * SYNCHRO_ETIMEDOUT when it was given up, or UV_EINTR after an interrupt.
+ * Thread: the caller. */
+typedef int (*synchro_wait_fn)(synchro_call_t *call, double timeout,
+                               void *ud);
+int synchro__call_wait_plain(synchro_call_t *call, double timeout, void *ud);
+int synchro__call_await(synchro_call_t *call, double timeout,
+                        synchro_wait_fn wait, void *ud);
+#define SYNCHRO_ABANDON_S 2.0
+/* Cancels call (Ctrl-C in its caller) and waits for its task's cleanup,
+ * within the grace plus SYNCHRO_ABANDON_S. Thread: the caller. */
+void synchro__call_cancel_wait(synchro_call_t *call);
 
 /* Makes n receive the call when it completes (at once if it already has).
  * Returns 0, or SYNCHRO_EINVAL if another listener is attached.
@@ -192,6 +221,28 @@ void synchro__notifier_unref(synchro_notifier_t *n);
 /* Completed calls, oldest first, linked by done_next; each holds one
  * reference that the taker must drop. Thread: the notifier's owner. */
 synchro_call_t *synchro__notifier_take(synchro_notifier_t *n);
+
+/* ---- deadline.c: the one rule for time values, and call deadlines ---- */
+
+/* Seconds above this mean no limit (about 31 years: far below what a
+ * conversion to nanoseconds or libuv's milliseconds overflows). */
+#define SYNCHRO_TIME_MAX 1e9
+/* A normalised time that means no limit. */
+#define SYNCHRO_NO_LIMIT (-1.0)
+/* The rule: NaN gives SYNCHRO_EINVAL; negative means 0; math.huge and
+ * anything above SYNCHRO_TIME_MAX give SYNCHRO_NO_LIMIT. */
+int synchro__time_normalize(double seconds, double *out);
+/* A normalised time in nanoseconds; UINT64_MAX for no limit. */
+uint64_t synchro__time_ns(double seconds);
+/* now + seconds in synchro__now_ns time; UINT64_MAX for no limit. */
+uint64_t synchro__deadline_ns(double seconds);
+/* Gives call a deadline seconds (normalised) from now: when it passes,
+ * the call is marked timed out and cancelled. No-op for no limit or a
+ * call that has a deadline. Returns 0, SYNCHRO_ENOMEM or SYNCHRO_ETHREAD.
+ * Thread: any. */
+int synchro__deadline_add(synchro_call_t *call, double seconds);
+/* Forgets call's deadline (done at completion). Thread: any. */
+void synchro__deadline_remove(synchro_call_t *call);
 
 /* ---- synchronizer.c: the Synchronizer object and its life cycle ---- */
 

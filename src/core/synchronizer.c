@@ -244,7 +244,8 @@ void synchro__close(synchro_t *S, double grace) {
     return;
   case SYNCHRO_STATE_RUNNING:
     synchro__store(&S->state, SYNCHRO_STATE_CLOSING);
-    S->close_grace = grace < 0 ? 0 : grace;
+    /* the callers normalised it; a NaN here must not hang the close */
+    S->close_grace = grace >= 0 ? grace : 0;
     __atomic_store_n(&S->close_requested, 1, __ATOMIC_SEQ_CST);
     uv_async_send(&S->wakeup);
     break;

@@ -159,8 +159,10 @@ static void release_callbacks(lua_State *L) {
   lua_call(L, 1, 0);
 }
 
-static synchro_call_t *submit(lua_State *L, synchro_t *S, lua_Integer id,
-                              int first, int self) {
+/* Makes a call of S's function id with the arguments from stack slot
+ * first on, not sent yet. Raises on misuse. */
+static synchro_call_t *prepare(lua_State *L, synchro_t *S, lua_Integer id,
+                               int first, int self) {
   synchro_call_t *call;
   int err = synchro__start(S);
   if (err != 0)
@@ -169,6 +171,13 @@ static synchro_call_t *submit(lua_State *L, synchro_t *S, lua_Integer id,
   if (call == NULL)
     luaL_error(L, "not enough memory");
   encode_args(L, first, self > 0 ? self : 0, call);
+  return call;
+}
+
+static synchro_call_t *submit(lua_State *L, synchro_t *S, lua_Integer id,
+                              int first, int self) {
+  synchro_call_t *call = prepare(L, S, id, first, self);
+  synchro_call_t *sent;
   if (self == 0 && take_callbacks(L) > 0) { /* (self -1 allows them) */
     release_callbacks(L);
     synchro__call_unref(call);
@@ -176,10 +185,11 @@ static synchro_call_t *submit(lua_State *L, synchro_t *S, lua_Integer id,
                   "blocking call, or inside synchro.run, but not to "
                   ".future");
   }
-  synchro__call_ref(call); /* the loop's */
-  if (synchro__send(S, &call->msg) != 0) {
-    synchro__call_unref(call);
-    synchro__call_unref(call);
+  sent = call;
+  synchro__call_ref(sent); /* the loop's */
+  if (synchro__send(S, &sent->msg) != 0) {
+    synchro__call_unref(sent);
+    synchro__call_unref(sent);
     raise_closed(L, S);
   }
   return call;
@@ -190,13 +200,18 @@ static int l_new(lua_State *L) {
   const char *name = luaL_optstring(L, 1, "synchro");
   const char *path = luaL_optstring(L, 2, NULL);
   const char *cpath = luaL_optstring(L, 3, NULL);
-  S_box_t *box = lua_newuserdata(L, sizeof(*box));
+  double grace = synchro__opt_time(L, 4, "new", "grace", DEFAULT_GRACE);
+  S_box_t *box;
+  if (grace == SYNCHRO_NO_LIMIT)
+    grace = SYNCHRO_TIME_MAX; /* close waits for cleanup as long as it takes */
+  box = lua_newuserdata(L, sizeof(*box));
   box->S = NULL;
   luaL_setmetatable(L, S_MT);
   box->imported = 0;
   box->S = synchro__new(name, path, cpath, &synchro__vm, synchro__lua_open);
   if (box->S == NULL)
     return luaL_error(L, "not enough memory");
+  box->S->close_grace = grace;
   return 1;
 }
 
@@ -251,7 +266,8 @@ static int l_import_string(lua_State *L) {
  * later calls can say which synchronizer is closed. */
 static int l_close(lua_State *L) {
   synchro_t *S = check_S(L, 1);
-  synchro__close(S, luaL_optnumber(L, 2, DEFAULT_GRACE));
+  double grace = synchro__opt_time(L, 2, "close", "grace", S->close_grace);
+  synchro__close(S, grace == SYNCHRO_NO_LIMIT ? SYNCHRO_TIME_MAX : grace);
   return 0;
 }
 
@@ -351,13 +367,18 @@ static int reply_or_error(lua_State *L, synchro_call_t *call) {
       lua_pop(L, 1);
     }
     return -1;
-  case SYNCHRO_CALL_CANCELLED:
-    lua_pushliteral(L, "ECANCELED: the call was cancelled");
+  case SYNCHRO_CALL_TIMEDOUT:
+    /* a timeout is an outcome, as from a blocking call: nil, msg, code */
+    lua_pushnil(L);
+    lua_pushliteral(L, "ETIMEDOUT: the call timed out");
+    lua_pushliteral(L, "ETIMEDOUT");
+    return 3;
+  default: {
+    const char *msg;
+    int err = synchro__call_status_error(call->status, &msg);
+    lua_pushfstring(L, "%s: %s", synchro_err_name(err), msg);
     return -1;
-  default:
-    lua_pushliteral(L, "ECANCELED: the synchronizer closed before the call "
-                       "finished");
-    return -1;
+  }
   }
 }
 
@@ -368,13 +389,25 @@ int synchro__push_reply(lua_State *L, synchro_call_t *call) {
   return n;
 }
 
+/* How a blocking call waits when no callback can come: parked, polling
+ * the interpreter's Ctrl-C flag. */
+static int wait_interruptible(synchro_call_t *call, double timeout,
+                              void *L) {
+  return synchro__event_wait(&call->done, timeout, synchro__interrupted, L);
+}
+
+static int wait_servicing(synchro_call_t *call, double timeout, void *L) {
+  return synchro__wait_servicing(L, call, timeout);
+}
+
 /* core.call(wrapped, ...) -> results: the blocking call. wrapped is the
- * wrapped function's table: _ud (the synchronizer), _id, _timeout. */
+ * wrapped function's table: _ud (the synchronizer), _id, _timeout (already
+ * normalised by S:wrap; nil for no limit). */
 static int l_call(lua_State *L) {
   synchro_t *S;
   lua_Integer id;
   double timeout;
-  int n, rc, top = lua_gettop(L);
+  int n, rc, ncb, top = lua_gettop(L);
   synchro_call_t *call;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "_ud"); /* the table keeps it alive */
@@ -382,40 +415,47 @@ static int l_call(lua_State *L) {
   lua_getfield(L, 1, "_id");
   id = luaL_checkinteger(L, top + 2);
   lua_getfield(L, 1, "_timeout");
-  timeout = luaL_optnumber(L, top + 3, SYNCHRO_WAIT_FOREVER);
+  timeout = synchro__opt_time(L, top + 3, "call", "timeout", SYNCHRO_NO_LIMIT);
   lua_settop(L, top);
   if (synchro__is_loop_thread(S))
     return luaL_error(L, "a blocking call cannot run on its own "
                          "synchronizer's loop thread");
-  call = submit(L, S, id, 2, 1);
-  if (take_callbacks(L) > 0) {
-    /* the task may call them back: run them while we wait */
-    rc = synchro__wait_servicing(L, call, timeout);
-    lua_pushvalue(L, -1);
-    release_callbacks(L);
-    lua_pop(L, 1);
-  } else {
-    lua_settop(L, top);
-    rc = synchro__event_wait(&call->done, timeout, synchro__interrupted, L);
+  call = prepare(L, S, id, 2, 1);
+  /* Callbacks: serve them from before the call is sent, so that a task
+   * that calls one at once finds us (the list stays on the stack). */
+  ncb = take_callbacks(L);
+  if (ncb > 0)
+    synchro__inbox_enter(L);
+  synchro__call_ref(call); /* the loop's */
+  if (synchro__send(S, &call->msg) != 0) {
+    if (ncb > 0) {
+      synchro__inbox_leave(L);
+      release_callbacks(L);
+    }
+    synchro__call_unref(call);
+    synchro__call_unref(call);
+    return raise_closed(L, S);
   }
-  if (rc != 0) {
-    /* Timed out or Ctrl-C: cancel, and let the task's cleanup finish
-     * (within the grace period, so a stuck cleanup cannot hang us). */
-    synchro__call_cancel(call);
-    synchro__event_wait(&call->done, S->close_grace, NULL, NULL);
-    if (rc == UV_EINTR) {
-      synchro__call_unref(call);
-      return synchro__raise_interrupted(L);
-    }
-    if (!synchro__event_is_set(&call->done) ||
-        call->status != SYNCHRO_CALL_OK) {
-      synchro__call_unref(call);
-      lua_pushnil(L);
-      lua_pushfstring(L, "ETIMEDOUT: '%s' timed out after %f s",
-                      caller_name(L, 1), timeout);
-      lua_pushliteral(L, "ETIMEDOUT");
-      return 3;
-    }
+  if (timeout >= 0)
+    synchro__deadline_add(call, timeout);
+  rc = synchro__call_await(call, timeout,
+                           ncb > 0 ? wait_servicing : wait_interruptible, L);
+  if (ncb > 0) {
+    synchro__inbox_leave(L);
+    release_callbacks(L);
+  }
+  lua_settop(L, top);
+  if (rc == UV_EINTR) {
+    synchro__call_unref(call);
+    return synchro__raise_interrupted(L);
+  }
+  if (rc != 0 || call->status == SYNCHRO_CALL_TIMEDOUT) {
+    synchro__call_unref(call);
+    lua_pushnil(L);
+    lua_pushfstring(L, "ETIMEDOUT: '%s' timed out after %f s",
+                    caller_name(L, 1), timeout);
+    lua_pushliteral(L, "ETIMEDOUT");
+    return 3;
   }
   n = reply_or_error(L, call);
   synchro__call_unref(call);

@@ -19,9 +19,14 @@ void synchro__callbacks_register(lua_State *L);
  * (and resets that). */
 int synchro__callbacks_exported(void);
 /* Waits for call like synchro__event_wait, running the callbacks that
- * its task calls meanwhile. Returns 0, SYNCHRO_ETIMEDOUT or UV_EINTR. */
+ * its task calls meanwhile (between synchro__inbox_enter and _leave).
+ * Returns 0, SYNCHRO_ETIMEDOUT or UV_EINTR. */
 int synchro__wait_servicing(lua_State *L, synchro_call_t *call,
                             double timeout);
+/* This VM's caller serves callbacks from now on / no longer (the last
+ * one to leave refuses those still queued). */
+void synchro__inbox_enter(lua_State *L);
+void synchro__inbox_leave(lua_State *L);
 /* Pushes the results of a completed call, or raises its error. */
 int synchro__push_reply(lua_State *L, synchro_call_t *call);
 /* Non-zero when the standalone interpreter flagged Ctrl-C on L. */

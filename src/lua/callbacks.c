@@ -235,11 +235,9 @@ static int l_rreply(lua_State *L) {
 int synchro__wait_servicing(lua_State *L, synchro_call_t *call,
                             double timeout) {
   synchro_notifier_t *n = inbox_of(L);
-  uint64_t deadline = timeout < 0 ? UINT64_MAX
-                                  : synchro__now_ns() + (uint64_t)(timeout * 1e9);
+  uint64_t deadline = synchro__deadline_ns(timeout);
   synchro_call_t *item, *next;
   int rc = 0;
-  enter(n);
   synchro__call_listen(call, n); /* its completion wakes us too */
   while (!synchro__event_is_set(&call->done)) {
     synchro__event_reset(&n->ready);
@@ -265,9 +263,12 @@ int synchro__wait_servicing(lua_State *L, synchro_call_t *call,
       synchro__call_unref(item);
     }
   }
-  leave(n);
   return rc;
 }
+
+void synchro__inbox_enter(lua_State *L) { enter(inbox_of(L)); }
+
+void synchro__inbox_leave(lua_State *L) { leave(inbox_of(L)); }
 
 void synchro__callbacks_register(lua_State *L) {
   lua_pushcfunction(L, inbox_ref);

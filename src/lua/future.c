@@ -25,11 +25,10 @@ static int f_gc(lua_State *L) {
  * the call, lets its cleanup run, then raises "interrupted!". */
 static int f_wait(lua_State *L) {
   synchro_call_t *call = check_future(L);
-  double timeout = luaL_optnumber(L, 2, SYNCHRO_WAIT_FOREVER);
+  double timeout = synchro__opt_time(L, 2, "wait", "timeout", SYNCHRO_NO_LIMIT);
   int rc = synchro__event_wait(&call->done, timeout, synchro__interrupted, L);
   if (rc == UV_EINTR) {
-    synchro__call_cancel(call);
-    synchro__event_wait(&call->done, call->S->close_grace, NULL, NULL);
+    synchro__call_cancel_wait(call);
     return synchro__raise_interrupted(L);
   }
   lua_pushboolean(L, rc == 0);
@@ -52,7 +51,8 @@ static int f_outcome(lua_State *L) {
 
 /* fut:status() -> "pending" | "ok" | "error" | "cancelled" | "closed" */
 static int f_status(lua_State *L) {
-  static const char *const names[] = {"ok", "error", "cancelled", "closed"};
+  static const char *const names[] = {"ok", "error", "cancelled", "closed",
+                                      "timedout"};
   synchro_call_t *call = check_future(L);
   if (!synchro__event_is_set(&call->done))
     lua_pushliteral(L, "pending");
@@ -92,6 +92,19 @@ static int f_events(lua_State *L) {
 
 static int f_timeout(lua_State *L) {
   check_future(L);
+  return 0;
+}
+
+/* core.deadline(fut, seconds): the call times out seconds from now (the
+ * timeout of S:wrap, for futures and awaits; seconds already normalised,
+ * nil for no limit). */
+static int l_deadline(lua_State *L) {
+  synchro_call_t *call = check_future(L);
+  double t = synchro__opt_time(L, 2, "deadline", "timeout", SYNCHRO_NO_LIMIT);
+  int err = synchro__deadline_add(call, t);
+  if (err != 0)
+    return luaL_error(L, "cannot set the call's deadline: %s",
+                      synchro_strerror(err));
   return 0;
 }
 
@@ -270,4 +283,6 @@ void synchro__future_register(lua_State *L) {
   lua_setfield(L, -2, "notifier");
   lua_pushcfunction(L, loop_notifier);
   lua_setfield(L, -2, "loop_notifier");
+  lua_pushcfunction(L, l_deadline);
+  lua_setfield(L, -2, "deadline");
 }

@@ -28,7 +28,15 @@ int synchro__push_uv_error(lua_State *L, int err);
 /* Calls the function in registry ref with the nargs values on top of L
  * (popped), protected; an error is reported on stderr. Loop thread. */
 void synchro__call_ref_fn(lua_State *L, int ref, int nargs);
-/* Adds core.loop_handles to the table on top of L. */
+/* Argument idx as a time in seconds, normalised by the one rule
+ * (synchro__time_normalize): NaN raises, naming fname and what. Returns
+ * SYNCHRO_NO_LIMIT for no limit. Thread: any (any VM). */
+double synchro__check_time(lua_State *L, int idx, const char *fname,
+                           const char *what);
+/* The same, def when the argument is none or nil. */
+double synchro__opt_time(lua_State *L, int idx, const char *fname,
+                         const char *what, double def);
+/* Adds core.check_time and core.loop_handles to the table on top of L. */
 void synchro__vmaux_register(lua_State *L);
 
 #endif

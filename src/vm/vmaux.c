@@ -32,6 +32,38 @@ void synchro__call_ref_fn(lua_State *L, int ref, int nargs) {
   }
 }
 
+double synchro__check_time(lua_State *L, int idx, const char *fname,
+                          const char *what) {
+  double t;
+  if (synchro__time_normalize(luaL_checknumber(L, idx), &t) != 0)
+    luaL_error(L, "bad argument #%d to '%s' (%s is NaN)", idx, fname, what);
+  return t;
+}
+
+double synchro__opt_time(lua_State *L, int idx, const char *fname,
+                        const char *what, double def) {
+  return lua_isnoneornil(L, idx) ? def
+                                 : synchro__check_time(L, idx, fname, what);
+}
+
+/* core.check_time(v, fname, what) -> v normalised (NaN raises; negative
+ * gives 0; math.huge and anything too large give nil, no limit): the C
+ * rule, for the Lua modules. */
+static int l_check_time(lua_State *L) {
+  const char *fname = luaL_optstring(L, 2, "?");
+  const char *what = luaL_optstring(L, 3, "time");
+  double t;
+  if (lua_type(L, 1) != LUA_TNUMBER)
+    return luaL_error(L, "bad argument to '%s' (%s: number expected, got "
+                         "%s)", fname, what, luaL_typename(L, 1));
+  if (synchro__time_normalize(lua_tonumber(L, 1), &t) != 0)
+    return luaL_error(L, "bad argument to '%s' (%s is NaN)", fname, what);
+  if (t == SYNCHRO_NO_LIMIT)
+    return 0;
+  lua_pushnumber(L, t);
+  return 1;
+}
+
 static void count_handle(uv_handle_t *handle, void *arg) {
   if (!uv_is_closing(handle))
     (*(int *)arg)++;
@@ -48,6 +80,8 @@ static int loop_handles(lua_State *L) {
 }
 
 void synchro__vmaux_register(lua_State *L) {
+  lua_pushcfunction(L, l_check_time);
+  lua_setfield(L, -2, "check_time");
   lua_pushcfunction(L, loop_handles);
   lua_setfield(L, -2, "loop_handles");
 }

@@ -56,7 +56,7 @@ function dns.getaddrinfo(host, service, opts)
   if host == nil and service == nil then
     argerror(1, "getaddrinfo", "host or service expected")
   end
-  opts = check_opts(opts, 3, "getaddrinfo")
+  opts = check_opts(opts, 3, "getaddrinfo", { "family", "socktype" })
   local family, socktype = opts.family or "any", opts.socktype or "stream"
   if not FAMILIES[family] then
     argerror(3, "getaddrinfo", "bad family '" .. tostring(family) .. "'")
@@ -101,7 +101,7 @@ function dns.getnameinfo(addr, port, opts)
   if type(port) ~= "number" then
     argerror(2, "getnameinfo", "number expected, got " .. type(port))
   end
-  opts = check_opts(opts, 3, "getnameinfo")
+  opts = check_opts(opts, 3, "getnameinfo", { "numeric" })
   return wait_request("getnameinfo", function(fn)
     return core.getnameinfo(addr, port, opts.numeric and true or false, fn)
   end)

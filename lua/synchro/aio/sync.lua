@@ -29,6 +29,7 @@ local floor = math.floor
 local ECLOSED = "ECLOSED: channel is closed"
 
 local argerror = require("synchro.check").argerror
+local check_time = require("synchro.check").time
 
 local function check_self(self, mt, fname, what)
   if getmetatable(self) ~= mt then
@@ -481,13 +482,13 @@ Interval.__index = Interval
 ---@param seconds number
 ---@return synchro.Interval
 function M.interval(seconds)
-  if type(seconds) ~= "number" or seconds ~= seconds or seconds <= 0 or
-      seconds == math.huge then
-    argerror(1, "interval", "positive number expected, got " ..
-      (type(seconds) == "number" and tostring(seconds) or type(seconds)))
+  if type(seconds) ~= "number" then
+    argerror(1, "interval", "number expected, got " .. type(seconds))
   end
+  -- the one time rule: 0 ticks at every step of the loop, no limit never
+  local period = check_time(seconds, 1, "interval") or math.huge
   return setmetatable({
-    period = seconds, start = now(), k = 0, stopped = false, waiters = {},
+    period = period, start = now(), k = 0, stopped = false, waiters = {},
   }, Interval)
 end
 
@@ -512,6 +513,12 @@ end
 function Interval:tick()
   check_self(self, Interval, "tick", "interval")
   local k = self.k + 1
+  if self.period == 0 then -- every step: let the others run once
+    sleep_until(self, now())
+    if self.stopped then return nil end
+    self.k = k
+    return k
+  end
   local deadline = self.start + k * self.period
   -- The loop's timers have millisecond steps: wait again if early.
   while not self.stopped and now() < deadline do

@@ -464,13 +464,9 @@ end
 function tcp.connect(host, port, opts)
   check_type(host, "string", 1, "connect")
   check_port(port, 2, "connect")
-  opts = check_opts(opts, 3, "connect")
-  local timeout = opts.timeout
+  opts = check_opts(opts, 3, "connect", { "timeout" })
+  local timeout = check.time(opts.timeout, 3, "connect", "timeout")
   if timeout ~= nil then
-    if type(timeout) ~= "number" then
-      argerror(3, "connect", "timeout: number expected, got " ..
-        type(timeout))
-    end
     return sched.timeout(timeout, connect_all, host, port)
   end
   return connect_all(host, port)
@@ -557,7 +553,7 @@ function tcp.listen(host, port, handler, opts)
   check_type(host, "string", 1, "listen")
   check_port(port, 2, "listen")
   if handler ~= nil then check_type(handler, "function", 3, "listen") end
-  opts = check_opts(opts, 4, "listen")
+  opts = check_opts(opts, 4, "listen", { "backlog", "ipv6only" })
   local backlog = opts.backlog or 511
   if type(backlog) ~= "number" or backlog < 1 then
     argerror(4, "listen", "backlog: positive number expected")

@@ -75,6 +75,7 @@ function M.configure(opts)
     error("bad argument #1 to 'configure' (table expected, got " ..
       type(opts) .. ")", 2)
   end
+  require("synchro.check").opts(opts, 1, "configure", { "workers" })
   local n = opts.workers
   if n ~= nil then
     if type(n) ~= "number" or n < 1 or n ~= math.floor(n) then

@@ -86,8 +86,7 @@ end
 function udp.bind(host, port, opts)
   check_type(host, "string", 1, "bind")
   check_port(port, 2, "bind")
-  if opts ~= nil then check_type(opts, "table", 3, "bind") end
-  opts = opts or {}
+  opts = check.opts(opts, 3, "bind", { "reuseaddr" })
   local addrs, msg, code = dns.resolve(host, port, "dgram")
   if not addrs then return nil, msg, code end
   for i = 1, #addrs do
