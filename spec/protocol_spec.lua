@@ -244,8 +244,8 @@ describe("one call protocol", function()
         out[1] = ok and "no error" or err
         local every = aio.interval(0) -- every step of the loop
         out[2] = every:tick() == 1 and every:tick() == 2
-        local never = aio.interval(math.huge)
-        out[3] = aio.timeout(0.05, function() return never:tick() end)
+        local forever = aio.interval(math.huge)
+        out[3] = aio.timeout(0.05, function() return forever:tick() end)
         return out
       end)
       local out = probe()
