@@ -48,7 +48,7 @@ check tsan-busted-5.4 tools/with-env.sh build/tsan env \
   --exclude-tags=subprocess spec/threads_spec.lua spec/future_spec.lua \
   spec/cancel_spec.lua spec/wrap_spec.lua spec/aio_spec.lua \
   spec/aio_thread_spec.lua spec/cross_spec.lua spec/objects_spec.lua \
-  spec/generator_spec.lua
+  spec/generator_spec.lua spec/protocol_spec.lua
 
 for t in build/5.4/spec/c/test-*; do
   [ -x "$t" ] || continue
