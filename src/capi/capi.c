@@ -60,7 +60,7 @@ int synchro_open(synchro_t **out, const synchro_options_t *opts,
     return set_error(errmsg, SYNCHRO_ENOMEM, NULL);
   S->paths_prepend = 1;
   if (opts != NULL && opts->grace > 0)
-    S->close_grace = opts->grace;
+    S->grace = opts->grace;
   err = synchro__start(S);
   if (err != 0) {
     set_error(errmsg, err, S->start_message);
@@ -75,11 +75,11 @@ int synchro_open(synchro_t **out, const synchro_options_t *opts,
 /* A close's grace: < 0 the Synchronizer's own; NaN is EINVAL. */
 static int close_grace(synchro_t *s, double grace, double *out) {
   if (grace < 0) {
-    *out = s->close_grace;
+    *out = s->grace;
     return 0;
   }
   if (synchro__time_normalize(grace, out) != 0) {
-    *out = s->close_grace;
+    *out = s->grace;
     return SYNCHRO_EINVAL;
   }
   if (*out == SYNCHRO_NO_LIMIT)

@@ -201,13 +201,13 @@ int synchro__call_wait_plain(synchro_call_t *call, double timeout,
 void synchro__call_cancel_wait(synchro_call_t *call) {
   /* Within the grace period, so that a stuck cleanup cannot hang us. */
   synchro__call_cancel(call);
-  synchro__event_wait(&call->done, call->S->close_grace + SYNCHRO_ABANDON_S,
+  synchro__event_wait(&call->done, call->S->grace + SYNCHRO_ABANDON_S,
                       NULL, NULL);
 }
 
 int synchro__call_await(synchro_call_t *call, double timeout,
                         synchro_wait_fn wait, void *ud) {
-  double grace = call->S->close_grace, bound = SYNCHRO_NO_LIMIT;
+  double grace = call->S->grace, bound = SYNCHRO_NO_LIMIT;
   int rc;
   if (timeout >= 0)
     bound = timeout + grace + SYNCHRO_ABANDON_S;

@@ -288,7 +288,8 @@ struct synchro {
   int paths_prepend; /* C hosts: path and cpath go before the defaults */
   int loop_abandoned; /* a threadpool request outlived the loop's close */
   int forked; /* this is a child process: the loop thread is not here */
-  double close_grace;
+  double grace;       /* cleanup bound for cancellations; set before start */
+  double close_grace; /* the grace of the close in progress (loop thread) */
   int close_requested; /* 0, 1 asked, 2 seen by the loop */
   uv_mutex_t lock; /* start and close only */
   uv_thread_t thread;

@@ -49,7 +49,7 @@ synchro_t *synchro__new(const char *name, const char *path,
   S->vm = vm;
   S->open_core = open_core;
   S->runtime_ref = LUA_NOREF;
-  S->close_grace = 5.0;
+  S->grace = S->close_grace = 5.0;
   synchro__mailbox_init(&S->mailbox);
   if (uv_mutex_init(&S->lock) != 0) {
     free(S);
@@ -125,7 +125,7 @@ static void at_exit(void) {
     uv_mutex_unlock(&live_lock);
     if (S == NULL)
       break;
-    synchro__close(S, S->close_grace);
+    synchro__close(S, S->grace);
     synchro__unref(S);
   }
 }

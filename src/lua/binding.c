@@ -211,7 +211,7 @@ static int l_new(lua_State *L) {
   box->S = synchro__new(name, path, cpath, &synchro__vm, synchro__lua_open);
   if (box->S == NULL)
     return luaL_error(L, "not enough memory");
-  box->S->close_grace = grace;
+  box->S->grace = grace;
   return 1;
 }
 
@@ -266,7 +266,7 @@ static int l_import_string(lua_State *L) {
  * later calls can say which synchronizer is closed. */
 static int l_close(lua_State *L) {
   synchro_t *S = check_S(L, 1);
-  double grace = synchro__opt_time(L, 2, "close", "grace", S->close_grace);
+  double grace = synchro__opt_time(L, 2, "close", "grace", S->grace);
   synchro__close(S, grace == SYNCHRO_NO_LIMIT ? SYNCHRO_TIME_MAX : grace);
   return 0;
 }
@@ -275,7 +275,7 @@ static int l_gc(lua_State *L) {
   S_box_t *box = luaL_checkudata(L, 1, S_MT);
   if (box->S != NULL) {
     if (!box->imported)
-      synchro__close(box->S, box->S->close_grace);
+      synchro__close(box->S, box->S->grace);
     synchro__unref(box->S);
     box->S = NULL;
   }
