@@ -4,7 +4,7 @@ LUA ?= 5.4
 BUILD ?= build
 JOBS ?= 2
 
-.PHONY: all deps build demo test check-sanitize bench clean lint
+.PHONY: all deps build demo test test-loaded check-sanitize bench clean lint
 
 all: build
 
@@ -28,6 +28,10 @@ demo: deps
 
 test: build
 	@tools/test.sh $(LUAS)
+
+# The suite with two CPU hogs beside it (stopped afterwards, whatever happens).
+test-loaded: build
+	@tools/test-loaded.sh $(LUAS)
 
 check-sanitize: deps
 	@tools/sanitize.sh

@@ -313,13 +313,21 @@ function cases.interval()
   local aio = require "synchro.aio"
   local t0 = aio.now()
   local iv = aio.interval(0.02)
-  local ticks = {}
-  for i = 1, 5 do ticks[i] = iv:tick() end
+  -- A busy machine may wake us late, and a late tick skips numbers: check
+  -- what holds anyway. Tick k never comes before start + k * period, and
+  -- the numbers grow.
+  local ticks, on_time = {}, true
+  local function tick()
+    local k = iv:tick()
+    if aio.now() - t0 < k * 0.02 - 1e-9 then on_time = false end
+    return k
+  end
+  for i = 1, 5 do ticks[i] = tick() end
   local elapsed = aio.now() - t0
   -- late: ticks missed while busy are skipped, not made up
   aio.sleep(0.07)
-  local k = iv:tick()
-  local after_late = iv:tick()
+  local k = tick()
+  local after_late = tick()
   -- stop() wakes a task waiting in tick()
   local slow = aio.interval(10)
   local waiter = aio.spawn(function() return slow:tick() end)
@@ -329,8 +337,8 @@ function cases.interval()
   local stopped = waiter:join()
   local quick = aio.now() - s0 < 1
   iv:stop()
-  return table.concat(ticks, ","), elapsed, k, after_late - k, stopped,
-    quick, iv:tick()
+  return ticks, elapsed, k, after_late - k, stopped, quick, iv:tick(),
+    on_time
 end
 
 function cases.gather_errors()
@@ -419,13 +427,19 @@ local function check(name, fn)
     assert.are.same({ true, 40, false, true, false, true, false, "boom",
       true, 3 }, { fn() })
   elseif name == "interval" then
-    local ticks, elapsed, k, step, stopped, quick, after_stop = fn()
-    assert.are.equal("1,2,3,4,5", ticks)
+    local ticks, elapsed, k, step, stopped, quick, after_stop, on_time = fn()
+    -- regression: under load ticks were 1,2,3,4,6, which is right (tick 5
+    -- came late, so it counts as 6); the spec expected 1,2,3,4,5
+    assert.is_true(ticks[1] >= 1, "first tick " .. ticks[1])
+    for i = 2, 5 do
+      assert.is_true(ticks[i] > ticks[i - 1], table.concat(ticks, ","))
+    end
+    assert.is_true(on_time, "a tick came early: " .. table.concat(ticks, ","))
     -- tick k never comes before start + k * period (drift-free)
     assert.is_true(elapsed >= 0.1 - 1e-9, "elapsed " .. elapsed)
     assert.is_true(elapsed < 5, "elapsed " .. elapsed)
     assert.is_true(k >= 8, "tick after a late start: " .. k)
-    assert.are.equal(1, step)
+    assert.is_true(step >= 1, "step " .. step) -- 1 unless late again
     assert.is_nil(stopped)
     assert.is_true(quick)
     assert.is_nil(after_stop)

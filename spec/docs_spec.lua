@@ -32,11 +32,15 @@ describe("documentation examples", function()
         local prelude = ("package.path = %q\npackage.cpath = %q\n")
           :format(package.path, package.cpath)
         local h = util.spawn_lua(prelude .. code)
-        local code_ = util.wait_exit(h, 30)
+        -- a bound that catches a hang, not a slow machine: these run in
+        -- well under a second when idle
+        local code_ = util.wait_exit(h, 120)
         local out = (util.read(h.out) or ""):gsub("[ \t]+", " ")
         local err = util.read(h.err) or ""
         util.cleanup(h)
-        assert.are.equal(0, code_, err)
+        assert.are.equal(0, code_, code_ == nil and
+          "still running after 120 s; stdout:\n" .. out .. "\nstderr:\n" ..
+          err or err)
         local pos = 1
         for _, want in ipairs(expectations(code)) do
           local s, e = out:find(want, pos, true)
@@ -54,14 +58,16 @@ describe("examples/quickstart.lua", function()
     local h = util.spawn_lua(("package.path = %q\npackage.cpath = %q\n")
       :format(package.path, package.cpath) ..
       util.read("examples/quickstart.lua"))
-    local code = util.wait_exit(h, 30)
+    local code = util.wait_exit(h, 120)
     local out = util.read(h.out) or ""
     local err = util.read(h.err) or ""
     util.cleanup(h)
     assert.are.equal(0, code, err)
     local secs = tonumber(out:match("fetched 10 items in ([%d.]+) s"))
     assert.is_truthy(secs, out)
-    assert.is_true(secs >= 0.19 and secs < 1.0, out)
+    -- one after the other they would take 2 s or more, however idle the
+    -- machine; anything less shows they overlapped, however busy it is
+    assert.is_true(secs >= 0.19 and secs < 2.0, out)
     assert.matches("item 1, item 2, .*item 10", out)
     assert.matches("future result:%s+144", out)
     assert.matches("error crossed back:%s+false", out)

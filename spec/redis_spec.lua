@@ -254,8 +254,15 @@ describe("redis example", function()
       return clients(c) == before
     end, 10), "the subscription connection is still open")
     c:close()
-    assert.is_true(util.wait_for(function() return fds() <= fds_before end,
-      10), "file descriptors leaked")
+    -- regression (make test-loaded, LuaJIT): the future and the iterator
+    -- may still hold a pollfd that only their collection closes; a leak
+    -- is an fd that stays after they are collected
+    done, it = nil, nil -- luacheck: ignore
+    assert.is_true(util.wait_for(function()
+      collectgarbage()
+      collectgarbage()
+      return fds() <= fds_before
+    end, 10), "file descriptors leaked")
   end)
 
   it("closes the subscription when a 5.4 for loop is left", function()

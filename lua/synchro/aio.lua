@@ -37,7 +37,7 @@ end
 ---@return synchro.Task
 function aio.spawn(fn, ...)
   check_function(fn, 1, "spawn")
-  return sched.task("spawn").sched:spawn(fn, ...)
+  return sched.task("aio.spawn").sched:spawn(fn, ...)
 end
 
 --- Runs `fn(...)` so that a cancellation of the current task does not
@@ -67,7 +67,7 @@ end
 --- checked before anything starts (skip: arguments before these, for the
 --- numbers in messages).
 local function to_tasks(name, skip, ...)
-  local me = sched.task(name)
+  local me = sched.task("aio." .. name)
   local n = select("#", ...)
   for i = 1, n do
     local x = select(i, ...)
@@ -161,10 +161,11 @@ setmetatable(aio, {
 })
 for k, v in pairs(require "synchro.aio.sync") do aio[k] = v end
 
---- True when err is the cancellation error.
-function aio.is_cancelled(err)
-  return err == sched.Cancelled
-end
+--- True when err is a cancellation error of synchro (see
+--- synchro.is_cancelled).
+---@param err any
+---@return boolean
+aio.is_cancelled = sched.is_cancelled
 
 aio.run_in_thread = require("synchro.aio.thread").run_in_thread
 

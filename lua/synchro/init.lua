@@ -134,12 +134,14 @@ function synchro.traceback(err)
   return core.traceback(err)
 end
 
---- True when err is a cancellation (of a task or of a call).
+--- True when err is synchro's own cancellation error: a cancelled or
+--- closed call, a cancelled task's (synchro.Cancelled), from whichever VM.
+--- Not for other errors that mention ECANCELED, such as a user's
+--- error("ECANCELED: ...") or a closed stream's nil, "ECANCELED: ...".
+--- A cancellation error is a table; tostring() and .. give its message,
+--- which starts with "ECANCELED: ".
 ---@param err any
 ---@return boolean
-function synchro.is_cancelled(err)
-  return err == sched.Cancelled or
-    (type(err) == "string" and err:find("ECANCELED", 1, true) ~= nil)
-end
+synchro.is_cancelled = sched.is_cancelled
 
 return synchro

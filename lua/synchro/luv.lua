@@ -86,7 +86,8 @@ local function await(fut)
   wait_done(fut)
   if running[co_running()].cancelled then
     -- the remote task has finished its cleanup by now
-    error("ECANCELED: the luv task was cancelled", 0)
+    error(require("synchro.sched").cancelled(
+      "ECANCELED: the luv task was cancelled"), 0)
   end
   return fut:outcome()
 end

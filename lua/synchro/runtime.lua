@@ -66,7 +66,7 @@ local function reply(task, ok, ...)
   calls[key] = nil
   if ok then
     core.reply(key, true, ...)
-  elseif task.err == sched.Cancelled and task.cancelled then
+  elseif task.cancelled and sched.is_cancelled(task.err) then
     core.reply(key, "cancelled")
   else
     core.reply(key, false, task.err, format_traceback(task))

@@ -14,13 +14,38 @@ local traceback = debug.traceback
 -- The originals: runtime.lua replaces the globals with ypcall on 5.1.
 local pcall, xpcall = pcall, xpcall
 
+local check = require "synchro.check"
+
 local SUSPEND, DONE, WAKE, CANCEL = {}, {}, {}, {}
 local POOL_MAX = 64
 
+--- The class of synchro's own cancellation errors: a table whose message
+--- ("ECANCELED: ...") tostring() and .. give. Being a metatable in a loaded
+--- module, it crosses between VMs as itself, so is_cancelled() tells a
+--- cancellation from any text that merely mentions ECANCELED.
+local CancelledError = { __name = "synchro.Cancelled" }
+CancelledError.__tostring = function(e) return e.message end
+CancelledError.__concat = function(a, b) return tostring(a) .. tostring(b) end
+M.CancelledError = CancelledError
+require("synchro.core").set_cancelled_class(CancelledError)
+
+--- A new cancellation error with message msg.
+---@param msg string
+---@return table
+function M.cancelled(msg)
+  return setmetatable({ message = msg }, CancelledError)
+end
+
+--- True when err is a cancellation error of synchro (of a task or a call),
+--- whichever VM raised it.
+---@param err any
+---@return boolean
+function M.is_cancelled(err)
+  return type(err) == "table" and getmetatable(err) == CancelledError
+end
+
 --- The error raised at a cancelled task's wait points.
-M.Cancelled = setmetatable({}, {
-  __tostring = function() return "ECANCELED: task cancelled" end,
-})
+M.Cancelled = M.cancelled("ECANCELED: task cancelled")
 
 local function pack(...) return { n = select("#", ...), ... } end
 M.pack = pack
@@ -230,17 +255,20 @@ function Sched:cancel(task)
   return true
 end
 
---- The current task, or an error naming the function that needs one.
+--- The current task, or an error (at the user's line) naming the function
+--- that needs one, what (say "aio.sleep"), and what to do instead.
 function M.task(what)
   local task = M.current
   if task == nil then
-    error((what or "this function") ..
-      " must be called from async code (a task of a synchro scheduler)", 3)
+    check.error((what or "this function") .. " must be called from async " ..
+      "code (a task of a Synchronizer or synchro.run); from plain code, " ..
+      "call it inside synchro.run(fn) or in a function wrapped with S:wrap")
   end
   local co = co_running()
   if co ~= task.co and M.children[co] ~= task then
-    error((what or "this function") ..
-      " called from a coroutine that is not a task", 3)
+    check.error((what or "this function") .. " called from a coroutine " ..
+      "that is not a task; start that code with aio.spawn instead of " ..
+      "coroutine.create or coroutine.wrap")
   end
   return task
 end
@@ -292,7 +320,7 @@ end
 --- raises its error.
 function Task:join()
   if self.state ~= "done" then
-    local me, token = M.prepare("join")
+    local me, token = M.prepare("task:join")
     if me == self then error("a task cannot join itself", 2) end
     local joiners = self.joiners or {}
     self.joiners = joiners
@@ -308,7 +336,7 @@ function Task:cancel() return self.sched:cancel(self) end
 --- Waits for task to end without raising its error (for cleanup waits).
 local function settle(task)
   while task.state ~= "done" do
-    local me, token = M.prepare("join")
+    local me, token = M.prepare("task:join")
     local joiners = task.joiners or {}
     task.joiners = joiners
     joiners[#joiners + 1] = function() me.sched:wake(me, token) end
@@ -323,7 +351,7 @@ local ypcall
 
 --- Runs fn(...) with cancellation held off; returns its results.
 function M.shield(fn, ...)
-  local task = M.task("shield")
+  local task = M.task("aio.shield")
   task.shield = task.shield + 1
   local r = pack(ypcall(fn, ...))
   task.shield = task.shield - 1
@@ -341,7 +369,7 @@ end
 --- gather and race take functions (run as new tasks), tasks, or anything
 --- to_task() turns into a task (futures).
 function M.gather_tasks(tasks, opts)
-  local me = M.task("gather")
+  local me = M.task("aio.gather")
   local n = #tasks
   local left = n
   local failed
@@ -366,7 +394,7 @@ function M.gather_tasks(tasks, opts)
   local ok, err = ypcall(function()
     while left > 0 and not (failed and not opts.return_errors) do
       local _
-      _, token = M.prepare("gather")
+      _, token = M.prepare("aio.gather")
       M.suspend(me)
       token = nil
     end
@@ -389,7 +417,7 @@ function M.gather_tasks(tasks, opts)
 end
 
 function M.race_tasks(tasks)
-  local me = M.task("race")
+  local me = M.task("aio.race")
   local winner
   local token
   for i = 1, #tasks do
@@ -410,7 +438,7 @@ function M.race_tasks(tasks)
   local ok, err = ypcall(function()
     while not winner do
       local _
-      _, token = M.prepare("race")
+      _, token = M.prepare("aio.race")
       M.suspend(me)
       token = nil
     end
@@ -426,7 +454,7 @@ end
 
 --- Sleeps seconds in the current task.
 function M.sleep(seconds)
-  local task, token = M.prepare("sleep")
+  local task, token = M.prepare("aio.sleep")
   local sched = task.sched
   local timer = sched.backend.timer(function() sched:wake(task, token) end)
   if seconds ~= nil then timer:start(seconds) end -- nil: no limit
@@ -438,7 +466,7 @@ end
 --- Runs fn(...) in a child task; after seconds, cancels it, waits for its
 --- cleanup and returns nil, "ETIMEDOUT: ...", "ETIMEDOUT".
 function M.timeout(seconds, fn, ...)
-  local me = M.task("timeout")
+  local me = M.task("aio.timeout")
   local child = me.sched:spawn(fn, ...)
   local expired = false
   local token
@@ -453,7 +481,7 @@ function M.timeout(seconds, fn, ...)
   local ok, err = ypcall(function()
     while child.state ~= "done" and not expired do
       local _
-      _, token = M.prepare("timeout")
+      _, token = M.prepare("aio.timeout")
       M.suspend(me)
       token = nil
     end
@@ -475,7 +503,7 @@ end
 --- task cancels the call and still waits for its cleanup to finish.
 function M.await_future(fut)
   if not fut:done() then
-    local task, token = M.prepare("await")
+    local task, token = M.prepare("aio.await")
     local backend = task.sched.backend
     if not backend.notifier then
       error("this scheduler cannot await futures of another synchronizer", 2)

@@ -26,6 +26,8 @@ static const char *lib_code =
     "function fail(msg) error(msg, 0) end\n"
     "function fail_table() error({ code = 7 }) end\n"
     "function give_function() return print end\n"
+    "function fail_text() error(setmetatable({}, {__tostring = function() "
+    "return 'custom text' end})) end\n"
     "function give_shared() local t = {} return { a = t, b = t } end\n"
     "function stuck()\n"
     "  local ok, err = pcall(aio.sleep, 10)\n"
@@ -166,9 +168,16 @@ static void test_calls(void) {
                SYNCHRO_ELUAERROR);
   CHECK(strstr(err, "not a string") != NULL);
   synchro_free(err);
+  /* regression: a function result gave SYNCHRO_ELUAERROR, not what
+   * synchro.h says */
   CHECK_EQ_INT(synchro_call(s, "give_function", NULL, 0, &res, &n, -1, &err),
-               SYNCHRO_ELUAERROR); /* the loop could not send it */
+               SYNCHRO_EMARSHAL); /* the loop could not send it */
   CHECK(strstr(err, "cannot send function") != NULL);
+  synchro_free(err);
+  /* a table error with __tostring gives its text */
+  CHECK_EQ_INT(synchro_call(s, "fail_text", NULL, 0, NULL, NULL, -1, &err),
+               SYNCHRO_ELUAERROR);
+  CHECK(strncmp(err, "custom text\n[loop thread]", 25) == 0);
   synchro_free(err);
   CHECK_EQ_INT(synchro_call(s, "give_shared", NULL, 0, &res, &n, -1, &err),
                SYNCHRO_EMARSHAL);

@@ -485,12 +485,59 @@ static void test_lenient(void) {
       "local found\n"
       "for k, v in pairs(t) do if v == 'key' then found = k end end\n"
       "assert(type(found) == 'string' and found:find('^function'))\n"
-      "assert(type(named) == 'table' and getmetatable(named) == nil)\n"
+      "assert(named == 'named', named)\n"
+      "assert(type(broken) == 'string' and broken:find('^table: '))\n"
       "assert(ud == 'MyUD', ud)\n"
       "assert(ud2:find('^userdata: '), ud2)\n"
       "assert(type(light) == 'string' and light:find('^userdata'))\n",
       6, 0);
   run(L1, "assert(getmetatable(keep).__index == error)", 0, 0);
+  lua_close(L1);
+  lua_close(L2);
+}
+
+/* LENIENT: a table whose metatable is a loaded module's class arrives with
+ * the receiver's copy of that class; without it, as its text. */
+static void test_lenient_classes(void) {
+  lua_State *L1 = new_state("L1"), *L2 = new_state("L2");
+  const char *lib =
+      "local m = { E = { __tostring = function(e) return 'E' .. e.n end } }\n"
+      "m.E.__index = m.E\n"
+      "m.__tostring = function() return 'module class' end\n"
+      "package.loaded['errlib'] = m\n"
+      "package.loaded['alias'] = { E = m.E }\n";
+  run(L1, lib, 0, 0);
+  run(L2, lib, 0, 0);
+  run(L1,
+      "local m = package.loaded.errlib\n"
+      "local e = setmetatable({ n = 1 }, m.E)\n"
+      "e.self = e\n"
+      "return e, setmetatable({}, m), { inner = setmetatable({ n = 2 }, m.E) }",
+      0, 3);
+  transfer(L1, L2, 3, SYNCHRO_MARSHAL_LENIENT);
+  run(L2,
+      "local e, me, outer = ...\n"
+      "local m = package.loaded.errlib\n"
+      "assert(getmetatable(e) == m.E and e.n == 1 and e.self == e)\n"
+      "assert(tostring(e) == 'E1')\n"
+      "assert(getmetatable(me) == m)\n"
+      "assert(getmetatable(outer.inner) == m.E)\n",
+      3, 0);
+  /* L3 has only the alias: the second name is taken */
+  {
+    lua_State *L3 = new_state("L3");
+    run(L3, "package.loaded['alias'] = { E = {} }", 0, 0);
+    run(L1, "return setmetatable({ n = 5 }, package.loaded.errlib.E)", 0, 1);
+    transfer(L1, L3, 1, SYNCHRO_MARSHAL_LENIENT);
+    run(L3, "local e = ... assert(getmetatable(e) == package.loaded.alias.E)",
+        1, 0);
+    /* no name known at all: the text */
+    run(L3, "package.loaded['alias'] = nil", 0, 0);
+    run(L1, "return setmetatable({ n = 6 }, package.loaded.errlib.E)", 0, 1);
+    transfer(L1, L3, 1, SYNCHRO_MARSHAL_LENIENT);
+    run(L3, "local e = ... assert(e == 'E6', e)", 1, 0);
+    lua_close(L3);
+  }
   lua_close(L1);
   lua_close(L2);
 }
@@ -719,6 +766,7 @@ int main(void) {
   RUN(test_modules);
   RUN(test_errors);
   RUN(test_lenient);
+  RUN(test_lenient_classes);
   RUN(test_extensions);
   RUN(test_depth);
   RUN(test_bad_buffers);

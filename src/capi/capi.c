@@ -180,7 +180,8 @@ static int outcome(synchro_call_t *call, synchro_value_t **results,
       synchro_values_free(values, n);
     }
     return 0;
-  case SYNCHRO_CALL_ERROR: {
+  case SYNCHRO_CALL_ERROR:
+  case SYNCHRO_CALL_BAD_RESULT: {
     char *msg = NULL;
     err = synchro__capi_decode(call->reply.data, call->reply.len, &values,
                                &n);
@@ -204,7 +205,8 @@ static int outcome(synchro_call_t *call, synchro_value_t **results,
       *errmsg = msg != NULL ? msg : dup_string("Lua error", 9);
     else
       free(msg);
-    return SYNCHRO_ELUAERROR;
+    return call->status == SYNCHRO_CALL_BAD_RESULT ? SYNCHRO_EMARSHAL
+                                                   : SYNCHRO_ELUAERROR;
   }
   default: {
     const char *msg;

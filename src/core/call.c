@@ -186,6 +186,9 @@ int synchro__call_status_error(int status, const char **msg) {
   case SYNCHRO_CALL_TIMEDOUT:
     *msg = "the call timed out";
     return SYNCHRO_ETIMEDOUT;
+  case SYNCHRO_CALL_BAD_RESULT:
+    *msg = "a result is not plain data";
+    return SYNCHRO_EMARSHAL;
   default:
     *msg = "the synchronizer closed before the call finished";
     return SYNCHRO_ECANCELED;

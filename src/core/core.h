@@ -108,7 +108,10 @@ enum {
   SYNCHRO_CALL_ERROR = 1,     /* reply holds (error value, traceback) */
   SYNCHRO_CALL_CANCELLED = 2, /* the task ended cancelled */
   SYNCHRO_CALL_CLOSED = 3,    /* the Synchronizer closed under the call */
-  SYNCHRO_CALL_TIMEDOUT = 4   /* its deadline passed (whatever it did then) */
+  SYNCHRO_CALL_TIMEDOUT = 4,  /* its deadline passed (whatever it did then) */
+  /* a C caller's call (plain_results) returned a value that is not plain
+   * data; reply holds (message, "") as for ERROR */
+  SYNCHRO_CALL_BAD_RESULT = 5
 };
 
 /* Arguments and results this small need no allocation. */

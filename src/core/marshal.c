@@ -93,6 +93,7 @@ typedef struct encoder {
   int base;
   int refs;   /* stack slot of the value -> id table, 0 until needed */
   int loaded; /* stack slot of the package.loaded reverse map, or 0 */
+  int classes; /* stack slot of the class map (LENIENT), or 0 */
   lua_Integer nrefs;
   int err_depth;
   const char *why; /* static reason; NULL: the reason string is at base+1 */
@@ -201,15 +202,9 @@ static int tostring_cf(lua_State *L) {
   return 1;
 }
 
-/* LENIENT: the value's tostring() text; a failing __tostring is replaced
- * by the raw "<type>: <address>" form. */
-static int encode_tostring(encoder *e, int idx, int depth) {
-  lua_State *L = e->L;
-  size_t len;
-  const char *s;
-  int rc;
-  if (!lua_checkstack(L, 4))
-    return fail(e, depth, "Lua stack exhausted");
+/* Pushes the value's tostring() text; a failing __tostring is replaced by
+ * the raw "<type>: <address>" form. Needs 3 free stack slots. */
+static void push_tostring(lua_State *L, int idx) {
   lua_pushcfunction(L, tostring_cf);
   lua_pushvalue(L, idx);
   if (lua_pcall(L, 1, 1, 0) != LUA_OK || lua_type(L, -1) != LUA_TSTRING) {
@@ -217,6 +212,17 @@ static int encode_tostring(encoder *e, int idx, int depth) {
     lua_pushfstring(L, "%s: %p", luaL_typename(L, idx),
                     lua_topointer(L, idx));
   }
+}
+
+/* LENIENT: the value's tostring() text. */
+static int encode_tostring(encoder *e, int idx, int depth) {
+  lua_State *L = e->L;
+  size_t len;
+  const char *s;
+  int rc;
+  if (!lua_checkstack(L, 4))
+    return fail(e, depth, "Lua stack exhausted");
+  push_tostring(L, idx);
   s = lua_tolstring(L, -1, &len);
   rc = put_bytes(e, TAG_STRING, s, len);
   lua_pop(L, 1);
@@ -237,6 +243,7 @@ static int unsupported(encoder *e, int idx, int depth, const char *why) {
 }
 
 static int encode_value(encoder *e, int idx, int depth);
+static int encode_fields(encoder *e, int idx, int depth);
 static int get_exporter(encoder *e);
 static int encode_ext(encoder *e, int idx, int depth);
 
@@ -602,6 +609,122 @@ static int encode_fields(encoder *e, int idx, int depth) {
   return 0;
 }
 
+#define MAX_CLASS_NAMES 8
+
+/* Adds (name, key) to map[value], the value on top; pops it. */
+static void add_class_name(lua_State *L, int map, int name, int key) {
+  size_t n;
+  lua_pushvalue(L, -1);
+  if (lua_rawget(L, map) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, map);
+  }
+  n = lua_rawlen(L, -1);
+  if (n < 2 * MAX_CLASS_NAMES) {
+    lua_pushvalue(L, name);
+    lua_rawseti(L, -2, (lua_Integer)n + 1);
+    lua_pushvalue(L, key);
+    lua_rawseti(L, -2, (lua_Integer)n + 2);
+  }
+  lua_pop(L, 2);
+}
+
+/* LENIENT: maps every table that is package.loaded[m] to { m, "" } and
+ * every table in a string field k of one to { m, k } (all such names, up
+ * to MAX_CLASS_NAMES: the receiver takes the first it has). Built once per
+ * encode, only when an error table with a metatable is met; leaves
+ * e->classes 0 if it cannot. */
+static void build_class_map(encoder *e) {
+  lua_State *L = e->L;
+  int top = lua_gettop(L), map = e->base + 3, pass;
+  if (!lua_checkstack(L, 12))
+    return;
+  lua_newtable(L);
+  lua_replace(L, map);
+  e->classes = map;
+  push_loaded(L); /* top + 1 */
+  lua_pushliteral(L, ""); /* top + 2 */
+  if (lua_type(L, top + 1) != LUA_TTABLE) {
+    lua_settop(L, top);
+    return;
+  }
+  /* the modules themselves first, so that they are their first names */
+  for (pass = 0; pass < 2; pass++) {
+    lua_pushnil(L);
+    while (lua_next(L, top + 1)) {
+      int name = lua_gettop(L) - 1, mod = lua_gettop(L);
+      if (lua_type(L, name) == LUA_TSTRING && lua_type(L, mod) == LUA_TTABLE) {
+        if (pass == 0) {
+          lua_pushvalue(L, mod);
+          add_class_name(L, map, name, top + 2);
+        } else {
+          lua_pushnil(L);
+          while (lua_next(L, mod)) {
+            if (lua_type(L, -2) == LUA_TSTRING &&
+                lua_type(L, -1) == LUA_TTABLE)
+              add_class_name(L, map, name, lua_gettop(L) - 1);
+            else
+              lua_pop(L, 1);
+          }
+        }
+      }
+      lua_settop(L, name);
+    }
+  }
+  lua_settop(L, top);
+}
+
+/* LENIENT, the table at idx has a metatable, on top of the stack (popped
+ * here). A class of a loaded module crosses by its names (CLASS, then the
+ * table); otherwise, with __tostring, the table crosses as its text.
+ * Returns 1 to encode the fields alone (the metatable dropped). */
+static int encode_class(encoder *e, int idx, int depth) {
+  lua_State *L = e->L;
+  int mt = lua_gettop(L), names, has_text, i, n;
+  size_t len;
+  const char *s;
+  if (!lua_checkstack(L, 8) || depth > MAX_DEPTH) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  lua_pushliteral(L, "__tostring");
+  has_text = lua_rawget(L, mt) != LUA_TNIL;
+  lua_pop(L, 1);
+  if (!e->classes)
+    build_class_map(e);
+  if (e->classes) {
+    lua_pushvalue(L, mt);
+    lua_rawget(L, e->classes);
+  } else {
+    lua_pushnil(L);
+  }
+  names = lua_gettop(L);
+  if (lua_type(L, names) != LUA_TTABLE) {
+    lua_settop(L, mt - 1);
+    return has_text ? encode_tostring(e, idx, depth) : 1;
+  }
+  n = (int)lua_rawlen(L, names) / 2;
+  TRY(put_byte(e, TAG_CLASS));
+  TRY(put_varint(e, (uint64_t)n));
+  for (i = 1; i <= 2 * n; i++) {
+    lua_rawgeti(L, names, i);
+    s = lua_tolstring(L, -1, &len);
+    TRY(put_bytes(e, -1, s, len));
+    lua_pop(L, 1);
+  }
+  TRY(put_byte(e, has_text));
+  if (has_text) {
+    push_tostring(L, idx);
+    s = lua_tolstring(L, -1, &len);
+    TRY(put_bytes(e, -1, s, len));
+  }
+  lua_settop(L, mt - 1);
+  return encode_fields(e, idx, depth);
+}
+
 static int encode_table(encoder *e, int idx, int depth) {
   lua_State *L = e->L;
   lua_Integer id;
@@ -616,11 +739,16 @@ static int encode_table(encoder *e, int idx, int depth) {
   if (get_marshaller(L, idx)) {
     if ((rc = encode_ext(e, idx, depth)) != 1)
       return rc;
-  } else if (e->mode != SYNCHRO_MARSHAL_LENIENT && lua_getmetatable(L, idx)) {
-    lua_pop(L, 1);
-    if (get_exporter(e))
-      return encode_ext(e, idx, depth);
-    return fail(e, depth, "cannot send table with a metatable");
+  } else if (lua_getmetatable(L, idx)) {
+    if (e->mode == SYNCHRO_MARSHAL_LENIENT) {
+      if ((rc = encode_class(e, idx, depth)) != 1)
+        return rc;
+    } else {
+      lua_pop(L, 1);
+      if (get_exporter(e))
+        return encode_ext(e, idx, depth);
+      return fail(e, depth, "cannot send table with a metatable");
+    }
   }
   if (depth > MAX_DEPTH)
     return unsupported(e, idx, depth, "nesting too deep");
@@ -786,12 +914,14 @@ int synchro__marshal_encode(lua_State *L, int first, int n, int flags,
   e.buf = buf;
   e.mode = flags;
   e.base = lua_gettop(L);
-  e.refs = e.loaded = 0;
+  e.refs = e.loaded = e.classes = 0;
   e.nrefs = 0;
   e.frames[0].kind = FRAME_TOP;
   e.frames[0].n = 0;
-  luaL_checkstack(L, 4, "marshal");
-  lua_pushnil(L); /* base+1: ref table, base+2: package.loaded map */
+  luaL_checkstack(L, 5, "marshal");
+  /* base+1: ref table, base+2: package.loaded map, base+3: class map */
+  lua_pushnil(L);
+  lua_pushnil(L);
   lua_pushnil(L);
   rc = put_byte(&e, MAGIC);
   if (!rc)

@@ -40,9 +40,13 @@ enum {
    * that are package.loaded[name] cross by name (so _G crosses as the
    * receiver's globals), C functions by their path in package.loaded. */
   SYNCHRO_MARSHAL_CODE = 1,
-  /* Error values: never fails on an unsupported value; a table's
-   * metatable is dropped, any other unsupported value crosses as its
-   * tostring() text. */
+  /* Error values: never fails on an unsupported value. A table whose
+   * metatable is a class of a loaded module (package.loaded[m] or one of
+   * its fields) crosses with it, by name (the receiver gives it its own
+   * copy of that class); any other table with a metatable that has
+   * __tostring crosses as its tostring() text, and without one as its
+   * fields alone; any other unsupported value crosses as its tostring()
+   * text. */
   SYNCHRO_MARSHAL_LENIENT = 2,
   /* DATA, except that what DATA refuses (a function, a table or userdata
    * with a metatable) is handed to the function in the registry field

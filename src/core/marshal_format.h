@@ -21,6 +21,13 @@
  *   MODULE              string name: package.loaded[name]
  *   EXT                 string extension name, string payload
  *   PROXY               reserved
+ *   CLASS               string module, string key, byte has_text (+ string
+ *                       text), then a TABLE: an error table whose
+ *                       metatable is package.loaded[module][key] (key ""
+ *                       for the module table itself); the receiver gives
+ *                       the table its own package.loaded[module][key], or,
+ *                       when it has none, replaces the table by text (the
+ *                       sender's tostring() of it) if there is one
  * (a "string" inside a tag is varint length + bytes). TABLE, FUNC, CFUNC,
  * MODULE and EXT take ids 1, 2, ... in the order their tags appear, on both
  * sides, so shared values and cycles come back shared. */
@@ -38,7 +45,7 @@
 
 enum {
   TAG_NIL, TAG_FALSE, TAG_TRUE, TAG_INT, TAG_FLOAT, TAG_STRING, TAG_TABLE,
-  TAG_REF, TAG_FUNC, TAG_CFUNC, TAG_MODULE, TAG_EXT, TAG_PROXY
+  TAG_REF, TAG_FUNC, TAG_CFUNC, TAG_MODULE, TAG_EXT, TAG_PROXY, TAG_CLASS
 };
 
 #if LUA_VERSION_NUM >= 503 && !defined(LUAJIT_VERSION)

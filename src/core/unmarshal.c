@@ -305,6 +305,57 @@ static int decode_ext(decoder *d) {
   return 0;
 }
 
+/* CLASS: the first of the sender's names for the class that this state
+ * has (package.loaded only: nothing is required for an error) becomes the
+ * table's metatable; without one, the sender's text replaces the table. */
+static int decode_class(decoder *d, int depth) {
+  lua_State *L = d->L;
+  const char *name, *key, *text = NULL;
+  size_t n, nlen, klen, tlen = 0;
+  int has_text, tag, mt;
+  if (!lua_checkstack(L, 8))
+    return no_stack(d);
+  TRY(get_count(d, 2, &n));
+  lua_pushnil(L);
+  mt = lua_gettop(L);
+  for (; n > 0; n--) {
+    TRY(get_string(d, &name, &nlen));
+    TRY(get_string(d, &key, &klen));
+    if (!lua_isnil(L, mt))
+      continue;
+    synchro__push_module_table(L, name, nlen);
+    if (klen > 0 && lua_type(L, -1) == LUA_TTABLE) {
+      lua_pushlstring(L, key, klen);
+      lua_rawget(L, -2);
+      lua_remove(L, -2);
+    }
+    if (lua_type(L, -1) == LUA_TTABLE)
+      lua_replace(L, mt);
+    else
+      lua_pop(L, 1);
+  }
+  TRY(get_byte(d, &has_text));
+  if (has_text > 1)
+    return corrupt(d, "bad class text flag");
+  if (has_text)
+    TRY(get_string(d, &text, &tlen));
+  TRY(get_byte(d, &tag));
+  if (tag != TAG_TABLE) {
+    d->p--;
+    return corrupt(d, "class without a table");
+  }
+  TRY(decode_table(d, depth));
+  if (!lua_isnil(L, mt)) {
+    lua_pushvalue(L, mt);
+    lua_setmetatable(L, -2);
+  } else if (has_text) {
+    lua_pop(L, 1);
+    lua_pushlstring(L, text, tlen);
+  }
+  lua_remove(L, mt);
+  return 0;
+}
+
 static int decode_value(decoder *d, int depth) {
   lua_State *L = d->L;
   const char *s;
@@ -357,6 +408,8 @@ static int decode_value(decoder *d, int depth) {
     return decode_named(d, 0);
   case TAG_EXT:
     return decode_ext(d);
+  case TAG_CLASS:
+    return decode_class(d, depth);
   default:
     d->p--;
     return corrupt(d, "unknown tag");

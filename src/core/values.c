@@ -263,6 +263,43 @@ static int decode(reader *r, synchro_value_t *v, int depth) {
     }
     return rc;
   }
+  case TAG_CLASS: {
+    /* an error table of a Lua class: C has no classes, so its text (the
+     * sender's tostring()) if it has one, else the table alone */
+    const unsigned char *text = NULL;
+    uint64_t tlen = 0;
+    int has_text, rc;
+    TRY(get_varint(r, &u));
+    for (i = 0; i < 2 * u; i++) { /* the class's names */
+      TRY(get_varint(r, &narr));
+      if (narr > (uint64_t)(r->end - r->p))
+        return SYNCHRO_EBADBUF;
+      r->p += narr;
+    }
+    TRY(get_byte(r, &has_text));
+    if (has_text) {
+      TRY(get_varint(r, &tlen));
+      if (tlen > (uint64_t)(r->end - r->p))
+        return SYNCHRO_EBADBUF;
+      text = r->p;
+      r->p += tlen;
+    }
+    if (r->p == r->end || *r->p != TAG_TABLE)
+      return SYNCHRO_EBADBUF;
+    rc = decode(r, v, depth + 1);
+    if (rc != 0 || text == NULL)
+      return rc;
+    value_clear(v);
+    {
+      char *data = malloc((size_t)tlen + 1);
+      if (data == NULL)
+        return SYNCHRO_ENOMEM;
+      memcpy(data, text, (size_t)tlen);
+      data[tlen] = '\0';
+      *v = synchro_bytes(data, (size_t)tlen);
+    }
+    return 0;
+  }
   default:
     /* functions, shared references, modules: not C values */
     return SYNCHRO_EMARSHAL;

@@ -338,6 +338,32 @@ static int l_define(lua_State *L) {
   return 1;
 }
 
+/* A cancelled call's error: an instance { message = msg } of the class
+ * synchro.sched registered (core.set_cancelled_class), which is what
+ * synchro.is_cancelled recognises; the bare message if there is none. */
+static int push_cancelled(lua_State *L, const char *msg) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.Cancelled");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushstring(L, msg);
+    return -1;
+  }
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, msg);
+  lua_setfield(L, -2, "message");
+  lua_insert(L, -2);
+  lua_setmetatable(L, -2);
+  return -1;
+}
+
+/* core.set_cancelled_class(mt): the metatable of cancellation errors. */
+static int l_set_cancelled_class(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "synchro.Cancelled");
+  return 0;
+}
+
 /* Pushes the results of a completed call and returns their count, or
  * pushes the error value and returns -1. */
 static int reply_or_error(lua_State *L, synchro_call_t *call) {
@@ -373,12 +399,11 @@ static int reply_or_error(lua_State *L, synchro_call_t *call) {
     lua_pushliteral(L, "ETIMEDOUT: the call timed out");
     lua_pushliteral(L, "ETIMEDOUT");
     return 3;
-  default: {
-    const char *msg;
-    int err = synchro__call_status_error(call->status, &msg);
-    lua_pushfstring(L, "%s: %s", synchro_err_name(err), msg);
-    return -1;
-  }
+  case SYNCHRO_CALL_CANCELLED:
+    return push_cancelled(L, "ECANCELED: the call was cancelled");
+  default:
+    return push_cancelled(L, "ECANCELED: the synchronizer closed before the "
+                             "call finished");
   }
 }
 
@@ -515,6 +540,7 @@ int synchro__lua_open(lua_State *L) {
       {"submit_cb", l_submit_cb},
       {"export_string", l_export_string},
       {"import_string", l_import_string},
+      {"set_cancelled_class", l_set_cancelled_class},
       {NULL, NULL}};
   if (luaL_newmetatable(L, S_MT)) {
     lua_pushcfunction(L, l_gc);

@@ -137,7 +137,9 @@ static int reply(lua_State *L) {
       call->reply.len = 0;
       synchro__marshal_encode(L, 3, 2, SYNCHRO_MARSHAL_LENIENT, "error",
                               &call->reply, NULL);
-      status = SYNCHRO_CALL_ERROR;
+      /* A Lua caller gets it as an error; a C caller as SYNCHRO_EMARSHAL. */
+      status = call->plain_results ? SYNCHRO_CALL_BAD_RESULT
+                                   : SYNCHRO_CALL_ERROR;
     }
   } else if (lua_type(L, 2) == LUA_TBOOLEAN) {
     status = SYNCHRO_CALL_ERROR;

@@ -22,7 +22,7 @@ local SOCKTYPES = { stream = true, dgram = true, any = true }
 
 -- Waits for a request that start(fn) begins; fn gets its results.
 local function wait_request(what, start)
-  local task, token = sched.prepare(what)
+  local task, token = sched.prepare("aio.dns." .. what)
   local sch = task.sched
   local a, b, c
   local req, msg, code = start(function(x, y, z)

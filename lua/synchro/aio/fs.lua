@@ -58,7 +58,7 @@ end
 --- Begins a wait for a request: returns the task, a box that gets the
 --- results, and the callback to give the request.
 local function start(what)
-  local task, token = sched.prepare(what)
+  local task, token = sched.prepare("aio.fs." .. what)
   local box = {}
   return task, box, function(...)
     box.res = pack(...)

@@ -177,7 +177,7 @@ function Channel:send(v)
     return true
   end
   local w = { value = v }
-  local ok, err = wait_in(self.senders, w, "send")
+  local ok, err = wait_in(self.senders, w, "channel:send")
   -- A receiver took v (even if a cancellation came after): delivered.
   if w.done and w.delivered then return true end
   if not ok then error(err, 0) end
@@ -210,7 +210,7 @@ function Channel:recv()
   end
   if self.closed then return nil, false end
   local w = {}
-  local ok, err = wait_in(self.receivers, w, "recv")
+  local ok, err = wait_in(self.receivers, w, "channel:recv")
   if not ok then
     if w.done and w.value ~= nil then put_back(self, w.value) end
     error(err, 0)
@@ -309,7 +309,7 @@ end
 function Event:wait()
   check_self(self, Event, "wait", "event")
   if self.flag then return true end
-  local ok, err = wait_in(self.waiters, {}, "wait")
+  local ok, err = wait_in(self.waiters, {}, "event:wait")
   if not ok then error(err, 0) end
   return true
 end
@@ -355,7 +355,7 @@ function Semaphore:acquire()
     return true
   end
   local w = {}
-  local ok, err = wait_in(self.waiters, w, "acquire")
+  local ok, err = wait_in(self.waiters, w, "semaphore:acquire")
   if not ok then
     if w.done then sem_release(self) end -- pass the permit on
     error(err, 0)
@@ -427,7 +427,7 @@ end
 ---@return true
 function Lock:acquire()
   check_self(self, Lock, "acquire", "lock")
-  local me = sched.task("acquire")
+  local me = sched.task("lock:acquire")
   if self.owner == me then
     error("lock already held by this task (locks are not reentrant)", 2)
   end
@@ -436,7 +436,7 @@ function Lock:acquire()
     return true
   end
   local w = {}
-  local ok, err = wait_in(self.waiters, w, "acquire")
+  local ok, err = wait_in(self.waiters, w, "lock:acquire")
   if not ok then
     if w.done then lock_release(self) end -- pass the lock on
     error(err, 0)

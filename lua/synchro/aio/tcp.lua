@@ -416,7 +416,7 @@ end
 -- Connecting --------------------------------------------------------------
 
 local function connect_one(a)
-  local task, token = sched.prepare("connect")
+  local task, token = sched.prepare("aio.tcp.connect")
   local sch = task.sched
   local h = core.tcp_new()
   local ok, msg, code
@@ -496,7 +496,7 @@ local function run_handler(self, stream)
   stream:close()
   self.tasks[me] = nil
   if not ok then
-    if err == sched.Cancelled then error(err, 0) end
+    if sched.is_cancelled(err) then error(err, 0) end
     report(self, "connection handler failed", err)
   end
 end
@@ -558,7 +558,7 @@ function tcp.listen(host, port, handler, opts)
   if type(backlog) ~= "number" or backlog < 1 then
     argerror(4, "listen", "backlog: positive number expected")
   end
-  local me = sched.task("listen")
+  local me = sched.task("aio.tcp.listen")
   local addrs, msg, code = dns.resolve(host, port, "stream")
   if not addrs then return nil, msg, code end
   for i = 1, #addrs do

@@ -51,7 +51,7 @@ function M.run_in_thread(fn, ...)
     error("bad argument #1 to 'run_in_thread' (function expected, got " ..
       type(fn) .. ")", 2)
   end
-  local task, token = sched.prepare("run_in_thread")
+  local task, token = sched.prepare("aio.run_in_thread")
   local outcome
   local id = core.workers_submit(fn, function(...)
     outcome = pack(...)
