@@ -182,9 +182,10 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
   luaL_unref(L, LUA_REGISTRYINDEX, ref);
   if (status < 0) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", synchro_err_name(status),
-                    synchro_strerror(status));
+    /* libuv reports POLLERR (a failed connect, a reset) as an error:
+     * libpq finds out what it was when it next reads or writes */
+    lua_pushboolean(L, 1);
+    lua_pushboolean(L, 1);
   } else {
     lua_pushboolean(L, (events & UV_READABLE) != 0);
     lua_pushboolean(L, (events & UV_WRITABLE) != 0);
@@ -197,8 +198,8 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
 }
 
 /* conn:wait(events, fn) -> true | nil, message, code: calls fn(readable,
- * writable) once the socket is ready for events ("r", "w" or "rw"), or
- * fn(nil, message) if polling failed. One wait at a time. */
+ * writable) once the socket is ready for events ("r", "w" or "rw") or in
+ * error. One wait at a time. */
 static int pg_wait(lua_State *L) {
   pg_conn_t *pg = check_pg(L);
   const char *ev = luaL_checkstring(L, 2);
@@ -430,7 +431,16 @@ static int pg_result(lua_State *L) {
   if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR ||
       st == PGRES_BAD_RESPONSE) {
     const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    push_message(L, PQresultErrorMessage(r));
+    const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    const char *detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
+    /* the primary message (and its detail), without "ERROR:" and the
+     * position lines that PQresultErrorMessage adds */
+    if (primary == NULL)
+      push_message(L, PQresultErrorMessage(r));
+    else if (detail == NULL)
+      lua_pushstring(L, primary);
+    else
+      lua_pushfstring(L, "%s (%s)", primary, detail);
     lua_setfield(L, -2, "error");
     lua_pushstring(L, code != NULL ? code : "08P01");
     lua_setfield(L, -2, "sqlstate");
