@@ -134,6 +134,7 @@ describe("synchro.aio.pg", function()
     assert.are.equal("23505", code)
     assert.matches("duplicate key", msg)
     ok, msg, code = c:query("select 1/0")
+    assert.is_nil(ok)
     assert.are.equal("22012", code, msg)
     -- and the connection goes on
     assert.are.equal(2, c:query("select 2 as v")[1].v)
@@ -203,6 +204,7 @@ describe("synchro.aio.pg", function()
     assert.are.equal("26000", code)
     assert(st:close())
     ok, _, code = c:execute("add", 1, 2)
+    assert.is_nil(ok)
     assert.are.equal("26000", code)
     c:close()
   end)
@@ -317,6 +319,77 @@ describe("synchro.aio.pg", function()
     for i = 1, 100 do assert.are.equal(i * 2, results[i]) end
     assert.is_true(backends >= 1 and backends <= 5, tostring(backends))
   end)
+
+  it("sends pg.null from plain code and gets it back", function()
+    local c = connect()
+    local rows = assert(c:query("select $1::int is null as isnull, $1::int " ..
+      "as v, $2::bytea as b", pg.null, pg.bytea("x\0y")))
+    assert.is_true(rows[1].isnull)
+    assert.are.equal(pg.null, rows[1].v)
+    assert.are.equal("x\0y", rows[1].b)
+    c:close()
+  end)
+
+  it("runs a pipeline; a failed statement aborts the rest", function()
+    local c = connect()
+    local out = assert(c:pipeline({
+      { "select $1::int as v", 1 },
+      { "select 1/0" },
+      { "select 3 as v" },
+    }))
+    assert.are.equal(1, out[1][1].v)
+    assert.are.equal("22012", out[2].code)
+    assert.are.equal("25P02", out[3].code)
+    out = assert(c:pipeline({ { "select 4 as v" }, { "select 5 as v" } }))
+    assert.are.equal(5, out[2][1].v)
+    assert.are.equal(6, c:query("select 6 as v")[1].v)
+    c:close()
+  end)
+
+  it("lets the queries of several tasks on one connection take turns",
+    function()
+      local vs = run(function(p, conninfo)
+        local aio = require "synchro.aio"
+        local c = assert(p.connect(conninfo))
+        local fns = {}
+        for i = 1, 20 do
+          fns[i] = function()
+            return assert(c:query("select $1::int as v", i))[1].v
+          end
+        end
+        local out = { aio.gather((table.unpack or unpack)(fns)) }
+        c:close()
+        return out
+      end)
+      for i = 1, 20 do assert.are.equal(i, vs[i]) end
+    end)
+
+  it("closes a connection that is collected or leaves a <close> scope",
+    function()
+      local count = S:wrap(function(conninfo)
+        local p = require "synchro.aio.pg"
+        local c = assert(p.connect(conninfo))
+        local n = c:query([[select count(*)::int as n from pg_stat_activity
+          where backend_type = 'client backend']])[1].n
+        c:close()
+        return n - 1
+      end)
+      local before = count(ci)
+      run(function(p, conninfo)
+        for _ = 1, 5 do assert(p.connect(conninfo)) end
+        collectgarbage()
+        collectgarbage()
+      end)
+      if util.lua54 then
+        run(assert(load([[
+          local p, conninfo = ...
+          local c <close> = assert(p.connect(conninfo))
+          assert(c:query("select 1"))
+        ]])))
+      end
+      assert.is_true(util.wait_for(function() return count(ci) == before end,
+        10), "connections left open")
+    end)
 
   it("gives clear errors on a closed or lost connection", function()
     local r = run(function(p, conninfo)

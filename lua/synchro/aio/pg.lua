@@ -309,8 +309,7 @@ end
 
 -- One statement: send(pq) starts it; returns its rows or nil, msg, code.
 local function statement(self, send, ...)
-  local ok, msg = send(self.pq, ...)
-  if not ok then return lost(self) end
+  if not send(self.pq, ...) then return lost(self) end
   self.inflight = true
   local sent, m, c = flush_all(self)
   if not sent then return nil, m, c end
