@@ -11,8 +11,11 @@ local M = {}
 local BINDIRS = { "/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin",
   "/usr/lib/postgresql/14/bin" }
 
+-- The server's tools run without the sanitizer runtime a test run may
+-- preload into this process.
 local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
+  local p = io.popen("env -u LD_PRELOAD -u ASAN_OPTIONS -u TSAN_OPTIONS " ..
+    cmd .. " 2>&1")
   local out = p:read("*a")
   local ok, _, code = p:close()
   if type(ok) == "number" then code = ok; ok = code == 0 end -- 5.1
