@@ -147,9 +147,10 @@ function aio.current()
 end
 
 -- The I/O modules load on first use: aio.fs, aio.tcp, aio.udp, aio.dns,
--- aio.process. Tasks' synchronization (channel, event, semaphore, lock,
--- interval) comes from synchro.aio.sync.
-local lazy = { fs = true, tcp = true, udp = true, dns = true, process = true }
+-- aio.process, aio.pg. Tasks' synchronization (channel, event, semaphore,
+-- lock, interval) comes from synchro.aio.sync.
+local lazy = { fs = true, tcp = true, udp = true, dns = true, process = true,
+  pg = true }
 setmetatable(aio, {
   __index = function(t, k)
     if lazy[k] then

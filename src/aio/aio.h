@@ -13,5 +13,7 @@ void synchro__udp_register(lua_State *L);
 void synchro__dns_register(lua_State *L);
 void synchro__process_register(lua_State *L);
 void synchro__workers_register(lua_State *L);
+/* Registers nothing when built without libpq (SYNCHRO_HAVE_PQ). */
+void synchro__pg_register(lua_State *L);
 
 #endif
