@@ -4,7 +4,7 @@ LUA ?= 5.4
 BUILD ?= build
 JOBS ?= 2
 
-.PHONY: all deps build demo test test-loaded check-sanitize bench clean lint
+.PHONY: all deps build demo test test-loaded check-sanitize bench clean lint dist
 
 all: build
 
@@ -40,6 +40,10 @@ bench: deps
 	@$(MAKE) --no-print-directory $(BUILD)/$(LUA)/.built
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/roundtrip.lua
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/tcp_echo.lua
+
+# synchro-0.1.0-1.src.rock from the checkout (luarocks install ./... offline)
+dist:
+	@tools/dist.sh
 
 lint:
 	@luacheck lua spec bench examples

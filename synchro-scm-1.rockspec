@@ -16,17 +16,26 @@ call, with .aio (await from async code) and .future variants.
 dependencies = {
   "lua >= 5.1, < 5.5",
 }
+-- libuv (Debian: libuv1-dev); honours LIBUV_DIR, LIBUV_INCDIR, LIBUV_LIBDIR.
+-- The build also needs cmake and, for Lua 5.1, 5.2 and LuaJIT, the
+-- compat-5.3 headers (Debian: cmake, lua-compat53-dev): tools/rock-build.sh
+-- and CMakeLists.txt name the package that is missing.
 external_dependencies = {
-  LIBUV = { header = "uv.h" },
+  LIBUV = { header = "uv.h", library = "uv" },
 }
 build = {
-  type = "cmake",
-  variables = {
-    CMAKE_BUILD_TYPE = "Release",
-    LUA_INCDIR = "$(LUA_INCDIR)",
-    LUA_LIBDIR = "$(LUA_LIBDIR)",
-    LUADIR = "$(LUADIR)",
-    LIBDIR = "$(LIBDIR)",
-    SYNCHRO_MODULE_ONLY = "ON",
+  type = "command",
+  -- LUA is the interpreter: it tells LuaJIT from PUC Lua 5.1 (detected,
+  -- not guessed from the headers luarocks was configured with)
+  build_command = [[sh tools/rock-build.sh build "-DLUA=$(LUA)" ]] ..
+    [["-DLUA_INCDIR=$(LUA_INCDIR)" "-DLUA_LIBDIR=$(LUA_LIBDIR)" ]] ..
+    [["-DLIBUV_INCDIR=$(LIBUV_INCDIR)" "-DLIBUV_LIBDIR=$(LIBUV_LIBDIR)" ]] ..
+    [["-DLUADIR=$(LUADIR)" "-DLIBDIR=$(LIBDIR)"]],
+  install_command = "sh tools/rock-build.sh install",
+  install = {
+    bin = { ["synchro-stubs"] = "bin/synchro-stubs" },
   },
+  -- LuaCATS meta files: point LuaLS's workspace.library at
+  -- $(luarocks show --rock-dir synchro)/types
+  copy_directories = { "types", "docs" },
 }

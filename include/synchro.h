@@ -6,6 +6,9 @@
 #ifndef SYNCHRO_H
 #define SYNCHRO_H
 
+#include <errno.h>  /* ETIMEDOUT, ECANCELED */
+#include <stddef.h> /* size_t */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -39,7 +42,6 @@ extern "C" {
   XX(INVAL, -5008, "invalid argument")
 
 /* The two libuv codes the API itself returns (libuv's values on Unix). */
-#include <errno.h>
 #define SYNCHRO_ETIMEDOUT (-ETIMEDOUT) /* UV_ETIMEDOUT: a timeout expired */
 #define SYNCHRO_ECANCELED (-ECANCELED) /* UV_ECANCELED: the call was cancelled */
 

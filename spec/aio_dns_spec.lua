@@ -80,6 +80,16 @@ describe("synchro.aio.dns", function()
     assert.are.same({ "::1", "443" }, r[3])
   end)
 
+  -- Regression: getnameinfo gave host, service and a trailing nil (the
+  -- DNS example of docs/aio-net.md printed it).
+  it("getnameinfo trailing nil: exactly host and service", function()
+    local n = run(function()
+      local dns = require("synchro.aio").dns
+      return select("#", dns.getnameinfo("::1", 443, { numeric = true }))
+    end)
+    assert.are.equal(2, n)
+  end)
+
   it("runs many lookups at once", function()
     local n = run(function()
       local aio = require "synchro.aio"

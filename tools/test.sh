@@ -73,6 +73,61 @@ else
 fi
 rm -rf "$tree" "$src"
 
+echo "== make dist, then the rock installed offline into a fresh tree per Lua"
+if tools/dist.sh >"$log/dist.txt" 2>&1; then
+  rock="$top/synchro-0.1.0-1.src.rock"
+  for v in "$@"; do
+    tree=$(mktemp -d)
+    if [ "$v" = luajit ]; then lv=5.1 extra="LUA=$(command -v luajit)"
+    else lv=$v extra=""; fi
+    # shellcheck disable=SC2086
+    if (cd / && luarocks --lua-version="$lv" --tree="$tree" install "$rock" \
+          $extra >"$log/rock-$v.txt" 2>&1) &&
+       (cd / && eval "$(luarocks --lua-version="$lv" --tree="$tree" path)" &&
+          "$(interp "$v")" -e 'local s = require "synchro"
+            local S = s.new()
+            assert(S:wrap(function(x) return x * 2 end)(21) == 42)
+            S:close()' && # loading at all: the right variant (the other refuses)
+          [ -x "$tree/bin/synchro-stubs" ] &&
+          [ -f "$tree/lib/luarocks/rocks-$lv/synchro/0.1.0-1/types/synchro.lua" ]); then
+      echo "PASS dist-rock-$v"; passed=$((passed + 1))
+    else
+      echo "FAIL dist-rock-$v"; tail -n 20 "$log/rock-$v.txt"; failed=$((failed + 1))
+    fi
+    rm -rf "$tree"
+  done
+  # a module built for PUC 5.1 refuses LuaJIT, with a message saying so
+  if [ -f build/5.1/lua/synchro/core.so ] &&
+     LUA_CPATH="$top/build/5.1/lua/?.so" LUA_PATH="$top/lua/?.lua;$top/lua/?/init.lua" \
+       luajit -e 'require "synchro"' 2>&1 |
+       grep -q "built for PUC Lua 5.1 but is loaded into LuaJIT"; then
+    echo "PASS wrong-interpreter"; passed=$((passed + 1))
+  else
+    echo "FAIL wrong-interpreter"; failed=$((failed + 1))
+  fi
+  # a tree without libuv's header: luarocks' check names LIBUV, uv.h and
+  # the variables to set, before anything builds
+  tree=$(mktemp -d) empty=$(mktemp -d)
+  out=$(cd / && luarocks --lua-version=5.4 --tree="$tree" install "$rock" \
+    LIBUV_DIR="$empty" 2>&1)
+  if echo "$out" | grep -q "Could not find header file for LIBUV" &&
+     echo "$out" | grep -q "uv.h" && echo "$out" | grep -q "LIBUV_DIR"; then
+    echo "PASS no-libuv-header"; passed=$((passed + 1))
+  else
+    echo "FAIL no-libuv-header"; echo "$out" | tail -n 10; failed=$((failed + 1))
+  fi
+  # and cmake's own check, building by hand with LIBUV_INCDIR elsewhere
+  if cmake -S . -B "$tree/b" -DSYNCHRO_LUA=5.4 -DLIBUV_INCDIR="$empty" \
+       -DLIBUV_LIBDIR="$empty" 2>&1 | grep -q "Debian: apt install libuv1-dev"; then
+    echo "PASS no-libuv-cmake"; passed=$((passed + 1))
+  else
+    echo "FAIL no-libuv-cmake"; failed=$((failed + 1))
+  fi
+  rm -rf "$tree" "$empty" "$rock"
+else
+  echo "FAIL make-dist"; tail -n 20 "$log/dist.txt"; failed=$((failed + 1))
+fi
+
 if [ "${SYNCHRO_SKIP_SANITIZE:-0}" != 1 ]; then
   echo "== sanitizers and valgrind"
   if tools/sanitize.sh >"$log/sanitize.txt" 2>&1; then

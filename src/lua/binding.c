@@ -583,8 +583,31 @@ int synchro__lua_open(lua_State *L) {
   return 1;
 }
 
+/* PUC Lua 5.1 and LuaJIT share one C API, so a module built for one loads
+ * into the other and then misbehaves (upvalue identity differs): refuse
+ * that here, where the interpreter first meets the module. */
+static void check_interpreter(lua_State *L) {
+  int jit;
+  lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+  lua_getfield(L, -1, "jit");
+  jit = lua_istable(L, -1);
+  lua_pop(L, 2);
+#ifdef SYNCHRO_LUAJIT
+  if (!jit)
+    luaL_error(L, "synchro.core was built for LuaJIT but is loaded into "
+                  "PUC Lua; build synchro for this interpreter");
+#else
+  if (jit)
+    luaL_error(L, "synchro.core was built for PUC " LUA_VERSION
+                  " but is loaded into LuaJIT; build the LuaJIT variant "
+                  "(luarocks --lua-version=5.1: LUA=/usr/bin/luajit; "
+                  "cmake: -DSYNCHRO_LUA=luajit)");
+#endif
+}
+
 SYNCHRO_API int luaopen_synchro_core(lua_State *L);
 SYNCHRO_API int luaopen_synchro_core(lua_State *L) {
+  check_interpreter(L);
   return synchro__lua_open(L);
 }
 

@@ -69,6 +69,8 @@ local function raise_if_error(v)
   return v
 end
 
+--- A connection to a Redis server.
+---@class redis_async.impl.Conn
 local Conn = {}
 Conn.__index = Conn
 
@@ -173,7 +175,11 @@ end
 --- A generator: subscribes to the channels on a connection of its own and
 --- emits (channel, message) for each message published on them, until it
 --- is closed (which closes that connection: the server drops the
---- subscription).
+--- subscription). (For synchro-stubs: a generator's @return lines are
+--- what each step gives.)
+---@param ... string channels
+---@return string channel
+---@return string message
 Conn.subscribe = synchro.generator(function(self, ...)
   local channels = { n = select("#", ...), ... }
   if channels.n == 0 then
@@ -214,7 +220,7 @@ function M.stats() return M._subscriptions, M._cleanups end
 --- Connects to a Redis server: a connection, or nil, msg, code.
 ---@param host string|nil default "127.0.0.1"
 ---@param port integer|nil default 6379
----@return table|nil conn
+---@return redis_async.impl.Conn|nil conn
 ---@return string|nil msg
 ---@return string|nil code
 function M.connect(host, port)

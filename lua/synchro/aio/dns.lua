@@ -24,14 +24,16 @@ local SOCKTYPES = { stream = true, dgram = true, any = true }
 local function wait_request(what, start)
   local task, token = sched.prepare("aio.dns." .. what)
   local sch = task.sched
-  local a, b, c
-  local req, msg, code = start(function(x, y, z)
-    a, b, c = x, y, z
+  local r
+  -- as many results as the request gave: getnameinfo's host, service
+  -- once came back with a third, trailing nil
+  local req, msg, code = start(function(...)
+    r = { n = select("#", ...), ... }
     sch:wake(task, token)
   end)
   if not req then return nil, msg, code end
   sched.suspend(task, function() req:cancel() end)
-  return a, b, c
+  return (table.unpack or unpack)(r, 1, r.n)
 end
 
 --- Resolves `host` (and a service name or port) into addresses, without

@@ -1,0 +1,108 @@
+---@meta synchro.aio
+
+--- What async code uses (a task on a synchronizer's loop, or inside
+--- `synchro.run`). The I/O modules load on first use.
+---@class synchro.aio
+---@field fs synchro.aio.fs files (loaded on first use)
+---@field tcp synchro.aio.tcp TCP streams and servers (loaded on first use)
+---@field udp synchro.aio.udp UDP sockets (loaded on first use)
+---@field dns synchro.aio.dns lookups (loaded on first use)
+---@field process synchro.aio.process child processes (loaded on first use)
+local aio = {}
+
+--- The error a cancelled task receives at its wait points.
+aio.Cancelled = {}
+
+--- Sleeps `seconds` without blocking other tasks.
+---@async
+---@param seconds number
+function aio.sleep(seconds) end
+
+--- Monotonic time in seconds (a float).
+---@return number
+function aio.now() end
+
+--- Runs `fn(...)` as a new task of the current scheduler.
+---@param fn async fun(...): ...
+---@return synchro.Task
+function aio.spawn(fn, ...) end
+
+--- Runs `fn(...)` so that a cancellation of the current task does not
+--- interrupt it: for cleanup that must itself wait.
+---@async
+---@param fn async fun(...): ...
+---@return ...
+function aio.shield(fn, ...) end
+
+--- Waits for a task or a future; returns its results or raises its error.
+---@async
+---@param x synchro.Task|synchro.Future
+---@return ...
+function aio.await(x) end
+
+--- Runs everything concurrently and returns the first result of each, in
+--- order. The first error cancels the others, waits for their cleanup and
+--- is raised. A first argument that is a plain table (no metatable) holds
+--- options: with `{ return_errors = true }` nothing is cancelled and the
+--- slot of a failed item holds its error value instead.
+---@param ... table|(async fun(): any)|synchro.Task|synchro.Future
+---@return ...
+function aio.gather(...) end
+
+--- Runs everything concurrently; the first to finish wins: its results are
+--- returned (or its error raised) once the others are cancelled.
+---@param ... (async fun(): any)|synchro.Task|synchro.Future
+---@return ...
+function aio.race(...) end
+
+--- Runs `fn(...)` in a child task with a time limit; on expiry the child is
+--- cancelled, its cleanup finishes, and the result is
+--- `nil, "ETIMEDOUT: ...", "ETIMEDOUT"`.
+---@param seconds number
+---@async
+---@param fn async fun(...): ...
+---@return ...
+function aio.timeout(seconds, fn, ...) end
+
+--- The running task, or nil outside async code.
+---@return synchro.Task|nil
+function aio.current() end
+
+--- True when err is the cancellation error.
+---@param err any
+---@return boolean
+function aio.is_cancelled(err) end
+
+--- A channel (see synchro.aio.sync).
+---@param capacity? integer
+---@return synchro.Channel
+function aio.channel(capacity) end
+
+--- An event (see synchro.aio.sync).
+---@return synchro.Event
+function aio.event() end
+
+--- A semaphore (see synchro.aio.sync).
+---@param n? integer
+---@param max? integer
+---@return synchro.Semaphore
+function aio.semaphore(n, max) end
+
+--- A lock (see synchro.aio.sync).
+---@return synchro.Lock
+function aio.lock() end
+
+--- A ticker every `seconds` (see synchro.aio.sync).
+---@param seconds number
+---@return synchro.Interval
+function aio.interval(seconds) end
+
+--- Runs a blocking `fn(...)` on a worker thread and awaits its results
+--- (see synchro.aio.thread).
+---@async
+---@param fn fun(...): ...
+---@param ... any
+---@return ...
+function aio.run_in_thread(fn, ...) end
+
+return aio
