@@ -170,6 +170,22 @@ return function(synchro, Synchronizer, P)
     end
   end
 
+  --- Says how a value of your own kind arrives in this VM: a table or
+  --- userdata whose metatable has `__synchro(v)` returning two strings,
+  --- kind and payload, crosses as decode(payload), run in the receiving
+  --- VM (register it there: on the loop, from async code). Kinds named
+  --- "synchro.*" are synchro's own.
+  ---@param kind string
+  ---@param decode fun(payload: string): any
+  function synchro.register_kind(kind, decode)
+    check.type(kind, "string", 1, "register_kind")
+    check.type(decode, "function", 2, "register_kind")
+    if kind:sub(1, 8) == "synchro." then
+      argerror(1, "register_kind", "kinds named 'synchro.*' are synchro's own")
+    end
+    debug.getregistry()["synchro.ext"][kind] = decode
+  end
+
   -- How a proxy goes back to its loop: as the object it stands for.
   local function proxy_marshal(p)
     local info = pinfo(p)

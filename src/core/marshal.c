@@ -542,8 +542,8 @@ static int encode_ext(encoder *e, int idx, int depth) {
       lua_pop(L, 2);
       return 1;
     }
-    lua_pushfstring(L, "__synchro returned '%s': kinds named '"
-                    SYNCHRO_RESERVED_KIND "*' are synchro's own",
+    lua_pushfstring(L, "__synchro returned '%s', a kind reserved to "
+                    "synchro (" SYNCHRO_RESERVED_KIND "*)",
                     lua_tostring(L, -2));
     lua_replace(L, -3);
     lua_pop(L, 1);
