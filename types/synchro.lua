@@ -40,6 +40,14 @@ function synchro.traceback(err) end
 ---@return boolean
 function synchro.is_cancelled(err) end
 
+--- Says how a value of your own kind arrives in this VM: a table or
+--- userdata whose metatable has `__synchro(v)` returning two strings,
+--- kind and payload, crosses as decode(payload), run in the receiving VM
+--- (register it there too). Kinds named "synchro.*" are synchro's own.
+---@param kind string
+---@param decode fun(payload: string): any
+function synchro.register_kind(kind, decode) end
+
 --- True when x is a proxy of an object of a synchronizer's loop.
 ---@param x any
 ---@return boolean

@@ -5,8 +5,9 @@ local check = require "synchro.check"
 local argerror = check.argerror
 
 return function(synchro, Synchronizer, P)
-  local core_submit = core.submit
-  local check_self, call_path = P.check_self, P.call_path
+  local check_self, call_op = P.check_self, P.call_op
+  local OP_GEN_START, OP_GEN_NEXT = core.OP_GEN_START, core.OP_GEN_NEXT
+  local OP_GEN_CLOSE = core.OP_GEN_CLOSE
 
   -- Generators -------------------------------------------------------------
 
@@ -14,6 +15,12 @@ return function(synchro, Synchronizer, P)
   ---@field aio fun(...): synchro.Iterator
   local WrappedGen = {}
   WrappedGen.__index = WrappedGen
+
+  -- The loop side's function goes with the generator function; iterators
+  -- already started hold the function themselves.
+  function WrappedGen.__gc(g)
+    pcall(core.post, g._ud, core.OP_RELEASE_FN, g._id)
+  end
 
   ---@class synchro.Iterator
   local Iterator = {}
@@ -35,8 +42,8 @@ return function(synchro, Synchronizer, P)
 
   function Iterator:step(how, value)
     if self.closed then return nil end
-    return finish_step(self, call_path(self.ud, self.aio,
-      "synchro.runtime.gen_next", self.gid, how, value))
+    return finish_step(self, call_op(self.ud, self.aio, OP_GEN_NEXT,
+      self.gid, "generator", how, value))
   end
 
   --- The next item (nil once the generator has ended).
@@ -58,7 +65,7 @@ return function(synchro, Synchronizer, P)
   function Iterator:close()
     if self.closed then return end
     self.closed = true
-    call_path(self.ud, false, "synchro.runtime.gen_close", self.gid)
+    call_op(self.ud, false, OP_GEN_CLOSE, self.gid, "generator")
   end
   Iterator.__close = Iterator.close
 
@@ -66,7 +73,7 @@ return function(synchro, Synchronizer, P)
     -- collected without close: stop it, without waiting here
     if not self.closed and core.state(self.ud) == "running" then
       self.closed = true
-      pcall(core_submit, self.ud, -1, "synchro.runtime.gen_close", self.gid)
+      pcall(core.post, self.ud, OP_GEN_CLOSE, self.gid)
     end
   end
 
@@ -74,8 +81,8 @@ return function(synchro, Synchronizer, P)
   function Iterator.__call(self) return self:step("next") end
 
   local function start(gen, in_async, ...)
-    local gid = call_path(gen._ud, in_async,
-      gen._start or "synchro.runtime.gen_start", gen._id, ...)
+    local gid = call_op(gen._ud, in_async, gen._start_op or OP_GEN_START,
+      gen._id, "generator", ...)
     local it = setmetatable({ ud = gen._ud, gid = gid, aio = in_async,
       closed = false }, Iterator)
     if _VERSION == "Lua 5.1" and newproxy then -- __gc on tables needs 5.2+
@@ -105,6 +112,11 @@ return function(synchro, Synchronizer, P)
     local g = setmetatable({ _ud = self._ud, _id = core.define(self._ud, fn),
       synchronizer = self }, WrappedGen)
     g.aio = function(...) return start(g, true, ...) end
+    if _VERSION == "Lua 5.1" and newproxy then
+      local u = newproxy(true)
+      getmetatable(u).__gc = function() WrappedGen.__gc(g) end
+      g._anchor = u
+    end
     return g
   end
 

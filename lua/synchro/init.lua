@@ -91,9 +91,10 @@ end
 Synchronizer.__close = function(self) self:close() end
 
 --- A reference to this Synchronizer that another Lua state (on another
---- OS thread) turns back into a Synchronizer with synchro.import. Import
---- each exported reference exactly once.
----@return lightuserdata
+--- OS thread) turns back into a Synchronizer with synchro.import: an
+--- integer, checked when imported. Import each exported reference once
+--- (a second import is an error).
+---@return integer
 function Synchronizer:export()
   check_self(self, "export")
   return core.export(self._ud)
@@ -101,15 +102,20 @@ end
 
 --- The Synchronizer behind a reference from S:export(). Collecting the
 --- imported object does not close the Synchronizer; close() does.
----@param ref lightuserdata
+---@param ref integer
 ---@return synchro.Synchronizer
 function synchro.import(ref)
-  if type(ref) ~= "userdata" then
+  if type(ref) ~= "number" then
     argerror(1, "import", "reference from S:export() expected, got " ..
       type(ref))
   end
-  local S = setmetatable({ name = "imported", grace = 5,
-    _ud = core.import(ref) }, Synchronizer)
+  local ok, ud = pcall(core.import, ref)
+  if not ok then
+    argerror(1, "import", "not a reference from S:export(), or imported " ..
+      "already (import each reference once)")
+  end
+  local S = setmetatable({ name = "imported", grace = 5, _ud = ud },
+    Synchronizer)
   synchro._known[core.identity(S._ud)] = S._ud
   return S
 end

@@ -8,7 +8,12 @@ local argerror = check.argerror
 
 return function(synchro, Synchronizer, P)
   local core_call, core_submit = core.call, core.submit
-  local check_self, call_path = P.check_self, P.call_path
+  local check_self, call_op = P.check_self, P.call_op
+  local OP = {}
+  for k, v in pairs(core) do
+    local name = type(k) == "string" and k:match("^OP_(.*)$")
+    if name then OP[name] = v end
+  end
   local current_awaiter, start = P.current_awaiter, P.start_generator
   local ypcall = sched.yieldable_pcalls()
 
@@ -29,8 +34,7 @@ return function(synchro, Synchronizer, P)
   local function release(info)
     if not info.released and core.state(info.ud) == "running" then
       info.released = true
-      pcall(core_submit, info.ud, -1, "synchro.runtime.release", info.id,
-        info.exports)
+      pcall(core.post, info.ud, OP.RELEASE_OBJECT, info.id, info.exports)
     end
   end
 
@@ -61,33 +65,32 @@ return function(synchro, Synchronizer, P)
       info.methods = {}
     elseif kind == "g" then
       p = setmetatable({ ["\0synchro"] = info }, GenProxy)
-      p.aio = function(...) return start({ _ud = ud, _start =
-        "synchro.runtime.gen_start_object", _id = id }, true, ...) end
+      p.aio = function(...) return start({ _ud = ud, _start_op =
+        OP.GEN_START_OBJECT, _id = id }, true, ...) end
     else
       p = setmetatable({ ["\0synchro"] = info }, FnProxy)
+      local target = { _ud = ud, _op = OP.CALL_OBJECT, _id = id,
+        _name = "method" }
       p.aio = function(...)
         local await = current_awaiter()
         if not await then
           error("'.aio' must be called from async code", 2)
         end
-        return await(core_submit(ud, -1, "synchro.runtime.call_object", id, ...))
+        return await(core_submit(ud, target, ...))
       end
-      p.future = function(...)
-        return core_submit(ud, -1, "synchro.runtime.call_object", id, ...)
-      end
-      p.sync = function(...)
-        return core_call({ _ud = ud, _id = -1, _name = "method" },
-          "synchro.runtime.call_object", id, ...)
-      end
+      p.future = function(...) return core_submit(ud, target, ...) end
+      p.sync = function(...) return core_call(target, ...) end
     end
     anchor_gc(info)
     proxies[ident .. "#" .. id] = p
     return p
   end
 
+  -- "identity#id#kind" (see runtime.lua's export and proxy_marshal)
   local function decode_object(payload)
-    local ident, id, kind = payload:match("^(.-)#(%d+)#(%a)$")
-    id = tonumber(id)
+    local ident, id, kind = payload:match("^(%d+)#(%d+)#([ofg])$")
+    if ident == nil then error("malformed synchro.obj payload", 0) end
+    ident, id = tonumber(ident), tonumber(id)
     if ident == core.loop_identity() then -- back home on its own loop
       return require("synchro.runtime").object(id)
     end
@@ -124,23 +127,13 @@ return function(synchro, Synchronizer, P)
     return sched.await_future(core.rcall(self.inbox, self.id, ...))
   end
 
-  local function release_callback(self)
-    if not self.released then
-      self.released = true
-      core.inbox_unref(self.inbox)
-    end
-  end
-  Callback.__gc = release_callback
-
+  -- "inbox#id": the handle of the caller VM's inbox (the inbox object
+  -- holds a reference to it) and the callback's number there.
   local function decode_callback(payload)
-    local inbox, id = payload:match("^(.-)#(%d+)$")
-    local cb = setmetatable({ inbox = inbox, id = tonumber(id) }, Callback)
-    if _VERSION == "Lua 5.1" and newproxy then
-      local u = newproxy(true)
-      getmetatable(u).__gc = function() release_callback(cb) end
-      cb.anchor = u
-    end
-    return cb
+    local inbox, id = payload:match("^(%d+)#(%d+)$")
+    if inbox == nil then error("malformed synchro.cb payload", 0) end
+    return setmetatable({ inbox = core.inbox_open(tonumber(inbox)),
+      id = tonumber(id) }, Callback)
   end
 
   do
@@ -159,7 +152,7 @@ return function(synchro, Synchronizer, P)
         callbacks[next_id] = v
         local pending = registry["synchro.cb_pending"]
         pending[#pending + 1] = next_id
-        return "synchro.cb", core.inbox_ref() .. "#" .. next_id
+        return "synchro.cb", core.inbox_handle() .. "#" .. next_id
       end
       registry["synchro.run_callback"] = function(id, ...)
         local fn = callbacks[id]
@@ -177,6 +170,22 @@ return function(synchro, Synchronizer, P)
     end
   end
 
+  --- Says how a value of your own kind arrives in this VM: a table or
+  --- userdata whose metatable has `__synchro(v)` returning two strings,
+  --- kind and payload, crosses as decode(payload), run in the receiving
+  --- VM (register it there: on the loop, from async code). Kinds named
+  --- "synchro.*" are synchro's own.
+  ---@param kind string
+  ---@param decode fun(payload: string): any
+  function synchro.register_kind(kind, decode)
+    check.type(kind, "string", 1, "register_kind")
+    check.type(decode, "function", 2, "register_kind")
+    if kind:sub(1, 8) == "synchro." then
+      argerror(1, "register_kind", "kinds named 'synchro.*' are synchro's own")
+    end
+    debug.getregistry()["synchro.ext"][kind] = decode
+  end
+
   -- How a proxy goes back to its loop: as the object it stands for.
   local function proxy_marshal(p)
     local info = pinfo(p)
@@ -184,9 +193,10 @@ return function(synchro, Synchronizer, P)
   end
   Proxy.__synchro, FnProxy.__synchro, GenProxy.__synchro =
     proxy_marshal, proxy_marshal, proxy_marshal
+  debug.getregistry()["synchro.own_marshallers"][proxy_marshal] = true
 
-  local function remote(info, path, ...)
-    return call_path(info.ud, false, path, info.id, ...)
+  local function remote(info, op, ...)
+    return call_op(info.ud, false, op, info.id, "method", ...)
   end
 
   function Proxy.__index(p, key)
@@ -200,7 +210,7 @@ return function(synchro, Synchronizer, P)
     end
     local cached = info.methods[key]
     if cached ~= nil then return cached end
-    local v = remote(info, "synchro.runtime.get_field", key)
+    local v = remote(info, OP.GET_FIELD, key)
     if synchro.is_proxy(v) and getmetatable(v) ~= Proxy then
       info.methods[key] = v -- methods rarely change: one round trip each
     end
@@ -210,20 +220,20 @@ return function(synchro, Synchronizer, P)
   function Proxy.__newindex(p, key, value)
     local info = pinfo(p)
     info.methods[key] = nil
-    remote(info, "synchro.runtime.set_field", key, value)
+    remote(info, OP.SET_FIELD, key, value)
   end
 
   function Proxy.__call(p, ...)
-    return remote(pinfo(p), "synchro.runtime.call_object", ...)
+    return remote(pinfo(p), OP.CALL_OBJECT, ...)
   end
 
   function FnProxy.__call(p, ...)
-    return remote(pinfo(p), "synchro.runtime.call_object", ...)
+    return remote(pinfo(p), OP.CALL_OBJECT, ...)
   end
 
   function GenProxy.__call(p, ...)
     local info = pinfo(p)
-    return start({ _ud = info.ud, _start = "synchro.runtime.gen_start_object",
+    return start({ _ud = info.ud, _start_op = OP.GEN_START_OBJECT,
       _id = info.id }, false, ...)
   end
 
@@ -232,7 +242,7 @@ return function(synchro, Synchronizer, P)
     local info = pinfo(p)
     if info.closed then return end
     info.closed = true
-    remote(info, "synchro.runtime.close_object")
+    remote(info, OP.CLOSE_OBJECT)
   end
 
   local function proxy_gc(p) release(pinfo(p)) end
@@ -257,7 +267,7 @@ return function(synchro, Synchronizer, P)
     if type(name) ~= "string" then
       argerror(1, "wrap_module", "string expected, got " .. type(name))
     end
-    return call_path(self._ud, false, "synchro.runtime.require_module", name)
+    return call_op(self._ud, false, OP.REQUIRE_MODULE, 0, "wrap_module", name)
   end
 
   --- Marks fn, in an async module, as a generator (see wrap_module).

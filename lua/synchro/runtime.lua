@@ -27,6 +27,7 @@ sched.loop = loop
 pcall, xpcall = sched.yieldable_pcalls() -- luacheck: ignore 121
 
 local fns = {}         -- function id -> function, or an error message
+local fn_refs = {}     -- function id -> wrappers of it alive (see release_fn)
 local calls = {}       -- call key -> task
 local closing = false
 local SHORT_FRAMES = 6
@@ -75,7 +76,30 @@ end
 
 function R.define(id, fn, err)
   fns[id] = fn or tostring(err)
+  fn_refs[id] = 1 -- the wrapper S:wrap made
 end
+
+-- Every wrapper of a function holds one reference: S:wrap's, and one per
+-- copy that crossed (Wrapped.__synchro sends RETAIN_FN before its payload
+-- leaves). A wrapper's __gc sends RELEASE_FN after every call it made, so
+-- the last release comes after the last call; running tasks hold the
+-- function itself.
+local function retain_fn(id)
+  if fn_refs[id] then fn_refs[id] = fn_refs[id] + 1 end
+end
+
+local function release_fn(id)
+  local n = fn_refs[id]
+  if n == nil then return end
+  if n > 1 then
+    fn_refs[id] = n - 1
+  else
+    fns[id], fn_refs[id] = nil, nil
+  end
+end
+
+--- How many functions are defined (for leak checks).
+function R.fn_count() return sched.count(fns) end
 
 -- Functions called by path (from the C API): "mod.fn", "mod.sub.fn" or a
 -- global name; resolved once.
@@ -107,28 +131,41 @@ local function resolve(path)
   return value
 end
 
-local BY_PATH = -1
+-- The handler of each op (core.OP_*; see SYNCHRO_OP_MAP in core.h):
+-- ops[op](key, id, ...) runs the call and replies through core.reply.
+local ops = {}
+R.ops = ops
 
-function R.call(key, id, ...)
+local function start(key, fn, ...)
+  local task = loop:start(fn, reply, key, ...)
+  if task.state ~= "done" then calls[key] = task end
+end
+
+ops[core.OP_CALL] = function(key, id, ...)
   local fn = fns[id]
-  if id == BY_PATH then
-    local err
-    fn, err = resolve((...))
-    if not fn then
-      core.reply(key, false, err, "")
-      return
-    end
-    local task = loop:start(fn, reply, key, select(2, ...))
-    if task.state ~= "done" then calls[key] = task end
-    return
-  end
   if type(fn) ~= "function" then
     core.reply(key, false, fn or ("no function with id " .. tostring(id)), "")
     return
   end
-  local task = loop:start(fn, reply, key, ...)
-  if task.state ~= "done" then calls[key] = task end
+  start(key, fn, ...)
 end
+
+ops[core.OP_PATH] = function(key, _, path, ...)
+  local fn, err = resolve(path)
+  if not fn then
+    core.reply(key, false, err, "")
+    return
+  end
+  start(key, fn, ...)
+end
+
+-- An internal op: fn(id, ...) runs as the call's task.
+local function op(name, fn)
+  ops[core["OP_" .. name]] = function(key, id, ...) start(key, fn, id, ...) end
+end
+
+op("RETAIN_FN", retain_fn)
+op("RELEASE_FN", release_fn)
 
 --- For C hosts: load a module in the loop VM.
 function R.require(name)
@@ -175,7 +212,7 @@ end
 local gens, next_gen = {}, 0
 local unpack = table.unpack or unpack
 
-function R.gen_start(id, ...)
+local function gen_start(id, ...)
   local fn = fns[id]
   if type(fn) ~= "function" then
     error(fn or ("no function with id " .. tostring(id)), 0)
@@ -207,7 +244,7 @@ end
 --- A step of the consumer: how is "next", "send" (value is what emit
 --- returns) or "throw" (value is raised at the emit). Returns "item",
 --- values... or "end", or "error", err, traceback.
-function R.gen_next(gid, how, value)
+local function gen_next(gid, how, value)
   local gen = gens[gid]
   if gen == nil or gen.state == "done" then
     gens[gid] = nil
@@ -258,7 +295,7 @@ function R.emit(...)
 end
 
 --- Closes a generator: cancels it if it runs and waits for its cleanup.
-function R.gen_close(gid)
+local function gen_close(gid)
   local gen = gens[gid]
   gens[gid] = nil
   if gen and gen.task and gen.task.state ~= "done" then
@@ -268,12 +305,17 @@ function R.gen_close(gid)
 end
 
 --- A generator given as a function (a proxy of a marked module function).
-function R.gen_start_object(oid, ...)
+local function gen_start_object(oid, ...)
   local fn = R.object(oid)
   next_gen = next_gen + 1
   gens[next_gen] = { fn = fn, args = sched.pack(...), state = "new" }
   return next_gen
 end
+
+op("GEN_START", gen_start)
+op("GEN_START_OBJECT", gen_start_object)
+op("GEN_NEXT", gen_next)
+op("GEN_CLOSE", gen_close)
 
 --- The number of generators alive (for leak checks).
 function R.gen_count() return sched.count(gens) end
@@ -304,33 +346,33 @@ local function export(v)
   exports[id] = exports[id] + 1
   local kind = "o"
   if type(v) == "function" then kind = m.generator[v] and "g" or "f" end
-  return "synchro.obj", ("%s#%d#%s"):format(identity, id, kind)
+  return "synchro.obj", ("%d#%d#%s"):format(identity, id, kind)
 end
 
 --- The object behind a proxy id (a proxy that came back).
 function R.object(id)
-  local v = objects[id]
+  local v = id ~= nil and objects[id] or nil
   if v == nil then error("the object behind this proxy was released", 0) end
   return v
 end
 
-function R.get_field(id, key) return R.object(id)[key] end
+op("GET_FIELD", function(id, key) return R.object(id)[key] end)
 
-function R.set_field(id, key, value) R.object(id)[key] = value end
+op("SET_FIELD", function(id, key, value) R.object(id)[key] = value end)
 
-function R.call_object(id, ...) return R.object(id)(...) end
+op("CALL_OBJECT", function(id, ...) return R.object(id)(...) end)
 
 --- Runs an object's __close metamethod, else its close method.
-function R.close_object(id)
+op("CLOSE_OBJECT", function(id)
   local v = R.object(id)
   local mt = getmetatable(v)
   if type(mt) == "table" and mt.__close then return mt.__close(v) end
   local close = v.close
   if close ~= nil then return close(v) end
-end
+end)
 
 --- The caller dropped n proxies of object id.
-function R.release(id, n)
+op("RELEASE_OBJECT", function(id, n)
   local left = (exports[id] or 0) - n
   if left > 0 then
     exports[id] = left
@@ -339,15 +381,13 @@ function R.release(id, n)
     objects[id], exports[id] = nil, nil
     if v ~= nil then object_ids[v] = nil end
   end
-end
+end)
 
 --- How many objects are held for proxies (for leak checks).
 function R.object_count() return sched.count(objects) end
 
 --- require(name), to be sent back (functions and objects as proxies).
-function R.require_module(name)
-  return require(name)
-end
+op("REQUIRE_MODULE", function(_, name) return require(name) end)
 
 -- A function wrapped by this loop's synchronizer, met in a wrapped
 -- function's upvalues: calls it in place, in the calling task.
@@ -363,25 +403,35 @@ local function defined(id)
 end
 
 function LoopWrapped.__call(self, ...)
-  return defined(self.id)(...)
+  return self.get()(...)
 end
 
+-- The copy holds the function itself (a release of the id cannot take it
+-- away); the reference its payload brought is given back at once.
 local function loop_wrapped(id)
-  local w = setmetatable({ id = id }, LoopWrapped)
-  w.aio = function(...) return defined(id)(...) end
-  w.future = function(...) return loop:spawn(defined(id), ...) end
+  local fn = fns[id]
+  release_fn(id)
+  local function get()
+    if type(fn) == "function" then return fn end
+    return defined(id)
+  end
+  local w = setmetatable({ id = id, get = get }, LoopWrapped)
+  w.aio = function(...) return get()(...) end
+  w.future = function(...) return loop:spawn(get(), ...) end
   return w
 end
 
 R.ext = {
+  -- "identity#id#name" (see Wrapped.__synchro): the payload brought one
+  -- reference to function id, which the copy made here owns.
   ["synchro.fn"] = function(payload)
-    local ident, id, ref, name = payload:match("^(.-)#(%d+)#(.-)#(.*)$")
-    local ud = core.import_string(ref) -- takes over the reference
-    if ident == core.loop_identity() then
-      return loop_wrapped(tonumber(id)) -- ud is dropped: it is our own
-    end
+    local ident, id, name = payload:match("^(%d+)#(%d+)#(.*)$")
+    if ident == nil then error("malformed synchro.fn payload", 0) end
+    ident, id = tonumber(ident), tonumber(id)
+    if ident == core.loop_identity() then return loop_wrapped(id) end
     -- another synchronizer's function: awaited from this loop's tasks
-    return require("synchro")._make_wrapped(ud, tonumber(id), name)
+    return require("synchro")._make_wrapped(core.synchronizer(ident), id,
+      name)
   end,
 }
 

@@ -9,6 +9,7 @@ local argerror = check.argerror
 return function(synchro, Synchronizer, P)
   local core_call, core_submit = core.call, core.submit
   local core_deadline = core.deadline
+  local OP_RETAIN_FN, OP_RELEASE_FN = core.OP_RETAIN_FN, core.OP_RELEASE_FN
   local in_task = sched.in_task
   local check_self = P.check_self
 
@@ -120,16 +121,43 @@ return function(synchro, Synchronizer, P)
   -- How a wrapped function crosses into its own loop (as an upvalue of
   -- another wrapped function): by identity, called in place there.
   -- Elsewhere (another synchronizer's loop) it is that synchronizer's
-  -- wrapped function; the payload carries a reference to it.
+  -- wrapped function. The copy made from the payload owns one reference
+  -- to the loop side's function, sent ahead of the payload (from this
+  -- thread, so it arrives before any release of ours).
   function Wrapped.__synchro(self)
-    return "synchro.fn", ("%s#%d#%s#%s"):format(core.identity(self._ud),
-      self._id, core.export_string(self._ud), self._name)
+    core.post(self._ud, OP_RETAIN_FN, self._id)
+    return "synchro.fn", ("%d#%d#%s"):format(core.identity(self._ud),
+      self._id, self._name)
+  end
+  do -- only synchro's own marshallers may produce "synchro.*" kinds
+    local registry = debug.getregistry()
+    local own = registry["synchro.own_marshallers"] or
+      setmetatable({}, { __mode = "k" })
+    registry["synchro.own_marshallers"] = own
+    own[Wrapped.__synchro] = true
   end
 
-  -- A wrapped function object for function id of the synchronizer ud.
+  -- The last wrapper of a function gone, the loop side lets the function
+  -- (and its upvalues) go: sent after every call this wrapper made, never
+  -- blocking, and nothing once the synchronizer is closed.
+  local function release_wrapped(w)
+    if not w._released then
+      w._released = true
+      pcall(core.post, w._ud, OP_RELEASE_FN, w._id)
+    end
+  end
+  Wrapped.__gc = release_wrapped
+
+  -- A wrapped function object for function id of the synchronizer ud; it
+  -- owns one reference to the function on the loop (see release_wrapped).
   local function make_wrapped(ud, id, name, timeout)
     local w = setmetatable({ _ud = ud, _id = id, _timeout = timeout,
       _name = name }, Wrapped)
+    if _VERSION == "Lua 5.1" and newproxy then -- no __gc on 5.1 tables
+      local u = newproxy(true)
+      getmetatable(u).__gc = function() release_wrapped(w) end
+      w._anchor = u
+    end
     w.aio = function(...)
       local await = current_awaiter()
       if not await then
@@ -179,14 +207,16 @@ return function(synchro, Synchronizer, P)
     return w
   end
 
-  -- Calls a loop-VM function by path: blocks, or awaits in async code.
-  local function call_path(ud, force_await, path, ...)
+  -- Runs an internal op (core.OP_*) on id in ud's loop VM: blocks, or
+  -- awaits in async code. what names it in errors.
+  local function call_op(ud, force_await, op, id, what, ...)
+    local target = { _ud = ud, _op = op, _id = id, _name = what }
     local await = current_awaiter()
-    if await then return await(core_submit(ud, -1, path, ...)) end
+    if await then return await(core_submit(ud, target, ...)) end
     if force_await then
       error("'.aio' generators must be iterated from async code", 3)
     end
-    return core_call({ _ud = ud, _id = -1, _name = path }, path, ...)
+    return core_call(target, ...)
   end
 
   -- Futures ---------------------------------------------------------------
@@ -208,5 +238,5 @@ return function(synchro, Synchronizer, P)
   end
 
   P.current_awaiter, P.submit_await = current_awaiter, submit_await
-  P.make_wrapped, P.call_path = make_wrapped, call_path
+  P.make_wrapped, P.call_op = make_wrapped, call_op
 end

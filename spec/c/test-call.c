@@ -34,7 +34,7 @@ static synchro_t *new_S(void) {
 
 static void test_refs(void) {
   synchro_t *S = new_S();
-  synchro_call_t *call = synchro__call_new(S, 7);
+  synchro_call_t *call = synchro__call_new(S, SYNCHRO_OP_CALL, 7);
   CHECK(call != NULL);
   CHECK_EQ_INT(call->msg.kind, SYNCHRO_MSG_CALL);
   CHECK_EQ_INT(call->fn_id, 7);
@@ -81,7 +81,7 @@ static void test_complete_from_thread(void) {
   for (i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
     completer_t c;
     uv_thread_t t;
-    c.call = synchro__call_new(S, 1);
+    c.call = synchro__call_new(S, SYNCHRO_OP_CALL, 1);
     CHECK(c.call != NULL);
     c.status = statuses[i];
     c.delay_ms = i % 2 == 0 ? 0 : 80; /* while spinning, or parked */
@@ -102,7 +102,7 @@ static void test_complete_from_thread(void) {
 
 static void test_listen_before_complete(void) {
   synchro_t *S = new_S();
-  synchro_call_t *call = synchro__call_new(S, 1);
+  synchro_call_t *call = synchro__call_new(S, SYNCHRO_OP_CALL, 1);
   synchro_notifier_t *n = synchro__notifier_new(), *other;
   other = synchro__notifier_new();
   CHECK(call != NULL && n != NULL && other != NULL);
@@ -134,7 +134,7 @@ static void test_listen_before_complete(void) {
 
 static void test_listen_after_complete(void) {
   synchro_t *S = new_S();
-  synchro_call_t *call = synchro__call_new(S, 1);
+  synchro_call_t *call = synchro__call_new(S, SYNCHRO_OP_CALL, 1);
   synchro_notifier_t *n = synchro__notifier_new();
   synchro_notifier_t *n2 = synchro__notifier_new();
   CHECK(call != NULL && n != NULL && n2 != NULL);
@@ -168,7 +168,7 @@ static void test_notifier_order(void) {
   int i;
   CHECK(n != NULL);
   for (i = 0; i < ORDER_N; i++) {
-    calls[i] = synchro__call_new(S, i);
+    calls[i] = synchro__call_new(S, SYNCHRO_OP_CALL, i);
     CHECK(calls[i] != NULL);
     CHECK_EQ_INT(synchro__call_listen(calls[i], n), 0);
   }
@@ -208,8 +208,8 @@ static void test_notifier_order(void) {
 static void test_unref_releases(void) {
   synchro_t *S = new_S();
   synchro_notifier_t *n = synchro__notifier_new();
-  synchro_call_t *done = synchro__call_new(S, 1);
-  synchro_call_t *pending = synchro__call_new(S, 2);
+  synchro_call_t *done = synchro__call_new(S, SYNCHRO_OP_CALL, 1);
+  synchro_call_t *pending = synchro__call_new(S, SYNCHRO_OP_CALL, 2);
   CHECK(n != NULL && done != NULL && pending != NULL);
   CHECK_EQ_INT(synchro__call_listen(done, n), 0);
   CHECK_EQ_INT(synchro__call_listen(pending, n), 0);
@@ -227,10 +227,10 @@ static void test_unref_releases(void) {
 
 static void test_cancel_never_started(void) {
   synchro_t *S = new_S();
-  synchro_call_t *call = synchro__call_new(S, 1);
-  synchro_call_t *queued = synchro__call_new(S, 2);
-  synchro_call_t *late = synchro__call_new(S, 3);
-  synchro_call_t *done = synchro__call_new(S, 4);
+  synchro_call_t *call = synchro__call_new(S, SYNCHRO_OP_CALL, 1);
+  synchro_call_t *queued = synchro__call_new(S, SYNCHRO_OP_CALL, 2);
+  synchro_call_t *late = synchro__call_new(S, SYNCHRO_OP_CALL, 3);
+  synchro_call_t *done = synchro__call_new(S, SYNCHRO_OP_CALL, 4);
   CHECK(call != NULL && queued != NULL && late != NULL && done != NULL);
   /* Accepted (queued for a loop that may still start), and idempotent. */
   CHECK_EQ_INT(synchro__call_cancel(call), 0);
@@ -269,7 +269,7 @@ static void test_cancel_never_started(void) {
  * held ends as closed instead of leaking. */
 static void test_close_drops_queue(void) {
   synchro_t *S = new_S();
-  synchro_call_t *call = synchro__call_new(S, 1);
+  synchro_call_t *call = synchro__call_new(S, SYNCHRO_OP_CALL, 1);
   CHECK(call != NULL);
   synchro__call_ref(call);
   CHECK_EQ_INT(synchro__send(S, &call->msg), 0);
@@ -321,7 +321,7 @@ static void test_complete_races(void) {
   fl.stop = 0;
   CHECK_EQ_INT(uv_thread_create(&t, fake_loop, &fl), 0);
   for (i = 0; i < rounds; i++) {
-    synchro_call_t *call = synchro__call_new(S, i), *got;
+    synchro_call_t *call = synchro__call_new(S, SYNCHRO_OP_CALL, i), *got;
     CHECK(call != NULL);
     synchro__call_ref(call); /* the loop's */
     CHECK_EQ_INT(synchro__mailbox_push(&fl.mb, &call->msg), 0);
@@ -404,7 +404,7 @@ static void test_notifier_async(void) {
   ctx.expected = 200;
   async.data = &ctx;
   for (i = 0; i < 200; i++) {
-    calls[i] = synchro__call_new(S, i);
+    calls[i] = synchro__call_new(S, SYNCHRO_OP_CALL, i);
     CHECK(calls[i] != NULL);
     synchro__call_ref(calls[i]); /* the completer's */
     CHECK_EQ_INT(synchro__call_listen(calls[i], ctx.n), 0);

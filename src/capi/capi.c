@@ -131,7 +131,7 @@ static int submit(synchro_t *s, const char *path, const synchro_value_t *args,
   err = synchro__start(s);
   if (err != 0)
     return err;
-  call = synchro__call_new(s, SYNCHRO_FN_BY_PATH);
+  call = synchro__call_new(s, SYNCHRO_OP_PATH, 0);
   if (call == NULL)
     return SYNCHRO_ENOMEM;
   call->plain_results = 1;
@@ -416,6 +416,7 @@ void synchro_future_release(synchro_future_t *f) {
 /* ---- a host's own Lua state ---- */
 
 int synchro_lua_push(lua_State *L, synchro_t *s) {
+  int64_t h;
   if (s == NULL) {
     lua_pushliteral(L, "synchro_lua_push: synchronizer is NULL");
     return SYNCHRO_EINVAL;
@@ -433,10 +434,18 @@ int synchro_lua_push(lua_State *L, synchro_t *s) {
     return SYNCHRO_EINVAL;
   lua_getfield(L, -1, "import");
   lua_remove(L, -2);
-  synchro__ref(s); /* taken over by import */
-  lua_pushlightuserdata(L, s);
-  if (lua_pcall(L, 1, 1, 0) != 0) {
+  synchro__ref(s); /* taken over by import, as from S:export() */
+  h = synchro__handle_new(SYNCHRO_HANDLE_EXPORT, s, NULL);
+  if (h == 0) {
     synchro__unref(s);
+    lua_pop(L, 1);
+    lua_pushliteral(L, "synchro_lua_push: out of memory");
+    return SYNCHRO_ENOMEM;
+  }
+  lua_pushinteger(L, (lua_Integer)h);
+  if (lua_pcall(L, 1, 1, 0) != 0) {
+    if (synchro__handle_take(h, SYNCHRO_HANDLE_EXPORT) != NULL)
+      synchro__unref(s);
     return SYNCHRO_EINVAL;
   }
   return 0;

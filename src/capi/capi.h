@@ -4,7 +4,4 @@
 
 #include "binding.h"
 
-/* Calls by path: the first argument is the path (see runtime.lua). */
-#define SYNCHRO_FN_BY_PATH (-1)
-
 #endif

@@ -21,7 +21,7 @@ void *synchro__alloc_aligned(size_t size) {
   return p;
 }
 
-synchro_call_t *synchro__call_new(synchro_t *S, int64_t fn_id) {
+synchro_call_t *synchro__call_new(synchro_t *S, int op, int64_t fn_id) {
   synchro_call_t *call = synchro__alloc_aligned(sizeof(*call));
   if (call == NULL)
     return NULL;
@@ -31,6 +31,7 @@ synchro_call_t *synchro__call_new(synchro_t *S, int64_t fn_id) {
   synchro__buf_use(&call->reply, call->reply_inline, SYNCHRO_CALL_INLINE);
   call->msg.kind = SYNCHRO_MSG_CALL;
   call->refs = 1;
+  call->op = op;
   call->fn_id = fn_id;
   call->S = S;
   synchro__ref(S);
@@ -293,6 +294,7 @@ void synchro__notifier_unref(synchro_notifier_t *n) {
   synchro_call_t *call;
   if (n == NULL || synchro__decr(&n->refs) != 0)
     return;
+  synchro__handle_free(n->handle, SYNCHRO_HANDLE_INBOX);
   call = synchro__notifier_take(n);
   while (call != NULL) {
     synchro_call_t *next = call->done_next;

@@ -114,6 +114,30 @@ enum {
   SYNCHRO_CALL_BAD_RESULT = 5
 };
 
+/* What a call asks of the loop VM (synchro_call_t.op). One list, exposed
+ * to Lua as core.OP_<NAME>; lua/synchro/runtime.lua keeps a handler per op
+ * (its table ops), and src/vm/dispatch.c calls the one a call names. The
+ * op works on the id in fn_id: a function, a generator or an object. */
+#define SYNCHRO_OP_MAP(X)                                                    \
+  X(CALL)             /* the function S:wrap defined with id fn_id */        \
+  X(PATH)             /* a function by path, the first argument (C API) */   \
+  X(RETAIN_FN)        /* one more wrapper of function fn_id exists */        \
+  X(RELEASE_FN)       /* a wrapper of function fn_id is gone */              \
+  X(GEN_START)        /* a generator of function fn_id: its id */            \
+  X(GEN_START_OBJECT) /* a generator of loop object fn_id */                 \
+  X(GEN_NEXT)         /* a step of generator fn_id */                        \
+  X(GEN_CLOSE)        /* closes generator fn_id */                           \
+  X(GET_FIELD)        /* object fn_id's field */                             \
+  X(SET_FIELD)                                                               \
+  X(CALL_OBJECT)                                                             \
+  X(CLOSE_OBJECT)     /* its __close, else its close method */               \
+  X(RELEASE_OBJECT)   /* proxies of object fn_id were dropped */             \
+  X(REQUIRE_MODULE)   /* require(name), for S:wrap_module */
+
+#define SYNCHRO_OP_ENUM(name) SYNCHRO_OP_##name,
+enum { SYNCHRO_OP_MAP(SYNCHRO_OP_ENUM) SYNCHRO_OP_COUNT };
+#undef SYNCHRO_OP_ENUM
+
 /* Arguments and results this small need no allocation. */
 #define SYNCHRO_CALL_INLINE 112
 
@@ -124,7 +148,8 @@ struct synchro_call {
   int cancel_sent;
   int plain_results; /* a C caller: results must be plain data, no proxies */
   int reverse; /* a callback call from a loop into a caller's VM */
-  int64_t fn_id;
+  int op;       /* SYNCHRO_OP_*: what the call runs */
+  int64_t fn_id; /* what op works on (a callback id when reverse) */
   synchro_t *S; /* holds a reference */
   /* The deadline (deadline.c): its heap slot (-1: none) and when. */
   long deadline_slot;
@@ -147,7 +172,7 @@ struct synchro_call {
   char reply_inline[SYNCHRO_CALL_INLINE];
 };
 
-synchro_call_t *synchro__call_new(synchro_t *S, int64_t fn_id);
+synchro_call_t *synchro__call_new(synchro_t *S, int op, int64_t fn_id);
 void synchro__call_ref(synchro_call_t *call);
 /* Accepts NULL. Thread: any. */
 void synchro__call_unref(synchro_call_t *call);
@@ -206,6 +231,7 @@ struct synchro_notifier {
    * of that VM are waiting and running callbacks; guarded by lock. */
   int waiters;
   int fd; /* -1, or an eventfd made readable by every push (pollfd) */
+  int64_t handle; /* 0, or its handle (an inbox's), freed with it */
 };
 
 synchro_notifier_t *synchro__notifier_new(void);
@@ -285,6 +311,7 @@ struct synchro {
   SYNCHRO_ALIGNED int refs;
   /* Colder: set up once, or written rarely. */
   SYNCHRO_ALIGNED int64_t next_fn_id;
+  int64_t handle; /* names it to Lua (core.identity); 0 if none */
   char *name;
   char *path;
   char *cpath;
@@ -338,6 +365,27 @@ void synchro__set_current(synchro_t *S);
 char *synchro__strdup(const char *s);
 /* Fails and frees every queued message. */
 void synchro__drop_messages(synchro_t *S);
+
+/* ---- handles.c: integers that name C objects to Lua ---- */
+/* No pointer crosses to Lua, as a number or as text: Lua code and
+ * marshalled payloads hold a handle, checked at every use, so a stale or
+ * made-up one is an error, never a wild pointer. Thread: any. */
+enum {
+  SYNCHRO_HANDLE_SYNCHRONIZER = 1, /* refs: S->refs */
+  SYNCHRO_HANDLE_INBOX,            /* a VM's inbox; refs: its refs */
+  SYNCHRO_HANDLE_EXPORT            /* S:export(): one reference to S */
+};
+/* Registers p as kind; refs is p's reference count (for acquire), or
+ * NULL. Returns the handle (> 0, below 2^53), or 0 when out of memory. */
+int64_t synchro__handle_new(int kind, void *p, int *refs);
+/* p, with one more reference taken on it; NULL when h is not a live
+ * handle of kind (or p is being destroyed). */
+void *synchro__handle_acquire(int64_t h, int kind);
+/* Unregisters h and returns p (what h held goes to the caller), or NULL
+ * when h is not a live handle of kind: once only. */
+void *synchro__handle_take(int64_t h, int kind);
+/* Unregisters h (its object is being destroyed). Accepts 0. */
+void synchro__handle_free(int64_t h, int kind);
 
 /* ---- values.c: the C API's tagged values in the marshal format ---- */
 /* Encodes first (if not NULL) then args[0..nargs) as a marshal buffer.

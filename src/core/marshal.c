@@ -497,12 +497,33 @@ static int encode_function(encoder *e, int idx, int depth) {
   return encode_upvalues(e, idx, depth, ar.nups);
 }
 
+/* Whether the marshaller on top of the stack is synchro's own: the proxy
+ * exporter, or one of SYNCHRO_OWN_MARSHALLERS. */
+static int is_own_marshaller(lua_State *L) {
+  int own;
+  lua_getfield(L, LUA_REGISTRYINDEX, SYNCHRO_PROXY_EXPORTER);
+  own = lua_rawequal(L, -1, -2);
+  lua_pop(L, 1);
+  if (own)
+    return 1;
+  lua_getfield(L, LUA_REGISTRYINDEX, SYNCHRO_OWN_MARSHALLERS);
+  if (lua_type(L, -1) == LUA_TTABLE) {
+    lua_pushvalue(L, -2);
+    lua_rawget(L, -2);
+    own = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return own;
+}
+
 /* The __synchro function is on top of the stack. Returns 0, an error, or
  * 1 to fall back to the plain rules (LENIENT only). */
 static int encode_ext(encoder *e, int idx, int depth) {
   lua_State *L = e->L;
   const char *s;
   size_t len;
+  int own = is_own_marshaller(L);
   lua_pushvalue(L, idx);
   if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
     if (e->mode == SYNCHRO_MARSHAL_LENIENT) {
@@ -521,6 +542,19 @@ static int encode_ext(encoder *e, int idx, int depth) {
     if (e->mode == SYNCHRO_MARSHAL_LENIENT)
       return 1;
     return fail(e, depth, "__synchro must return two strings");
+  }
+  if (!own && strncmp(lua_tostring(L, -2), SYNCHRO_RESERVED_KIND,
+                      sizeof(SYNCHRO_RESERVED_KIND) - 1) == 0) {
+    if (e->mode == SYNCHRO_MARSHAL_LENIENT) {
+      lua_pop(L, 2);
+      return 1;
+    }
+    lua_pushfstring(L, "__synchro returned '%s', a kind reserved to "
+                    "synchro (" SYNCHRO_RESERVED_KIND "*)",
+                    lua_tostring(L, -2));
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    return fail_top(e, depth);
   }
   ref_add(e, idx);
   s = lua_tolstring(L, -2, &len);

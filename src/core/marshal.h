@@ -96,5 +96,12 @@ int synchro__marshal_decode(lua_State *L, const char *data, size_t len);
  * An unknown name or an error there is a decode error (SYNCHRO_EMARSHAL).
  * This is how wrapped functions (and later, proxies) cross. */
 #define SYNCHRO_EXT_REGISTRY "synchro.ext"
+/* Kinds whose name starts with this are synchro's own (wrapped functions,
+ * proxies, callbacks, code): their decoders trust the payload, so only
+ * synchro's marshallers may produce them, the proxy exporter and the
+ * functions that are keys of the registry table SYNCHRO_OWN_MARSHALLERS.
+ * Any other __synchro returning one is an encode error naming the value. */
+#define SYNCHRO_RESERVED_KIND "synchro."
+#define SYNCHRO_OWN_MARSHALLERS "synchro.own_marshallers"
 
 #endif

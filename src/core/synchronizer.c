@@ -55,6 +55,15 @@ synchro_t *synchro__new(const char *name, const char *path,
     free(S);
     return NULL;
   }
+  S->handle = synchro__handle_new(SYNCHRO_HANDLE_SYNCHRONIZER, S, &S->refs);
+  if (S->handle == 0) {
+    uv_mutex_destroy(&S->lock);
+    free(S->name);
+    free(S->path);
+    free(S->cpath);
+    free(S);
+    return NULL;
+  }
   return S;
 }
 
@@ -89,6 +98,7 @@ void synchro__drop_messages(synchro_t *S) {
 void synchro__unref(synchro_t *S) {
   if (S == NULL || synchro__decr(&S->refs) != 0)
     return;
+  synchro__handle_free(S->handle, SYNCHRO_HANDLE_SYNCHRONIZER);
   if (S->forked)
     return; /* its lock and loop belonged to threads of the parent */
   /* The last reference: the owner closed it, or it never started. */

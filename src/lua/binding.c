@@ -159,24 +159,43 @@ static void release_callbacks(lua_State *L) {
   lua_call(L, 1, 0);
 }
 
-/* Makes a call of S's function id with the arguments from stack slot
- * first on, not sent yet. Raises on misuse. */
-static synchro_call_t *prepare(lua_State *L, synchro_t *S, lua_Integer id,
-                               int first, int self) {
+/* What a call runs, from the argument that selects it (at idx): a
+ * function id (op CALL), or a table with _id and _op (an op of
+ * SYNCHRO_OP_MAP; no _op means CALL), as wrapped functions are. */
+static lua_Integer check_target(lua_State *L, int idx, int *op) {
+  lua_Integer id;
+  if (lua_type(L, idx) != LUA_TTABLE) {
+    *op = SYNCHRO_OP_CALL;
+    return luaL_checkinteger(L, idx);
+  }
+  lua_getfield(L, idx, "_op");
+  lua_getfield(L, idx, "_id");
+  *op = (int)luaL_optinteger(L, -2, SYNCHRO_OP_CALL);
+  if (*op < 0 || *op >= SYNCHRO_OP_COUNT)
+    luaL_argerror(L, idx, "unknown op");
+  id = luaL_optinteger(L, -1, 0);
+  lua_pop(L, 2);
+  return id;
+}
+
+/* Makes a call of op on id with the arguments from stack slot first on,
+ * not sent yet. Raises on misuse. */
+static synchro_call_t *prepare(lua_State *L, synchro_t *S, int op,
+                               lua_Integer id, int first, int self) {
   synchro_call_t *call;
   int err = synchro__start(S);
   if (err != 0)
     raise_closed(L, S);
-  call = synchro__call_new(S, (int64_t)id);
+  call = synchro__call_new(S, op, (int64_t)id);
   if (call == NULL)
     luaL_error(L, "not enough memory");
   encode_args(L, first, self > 0 ? self : 0, call);
   return call;
 }
 
-static synchro_call_t *submit(lua_State *L, synchro_t *S, lua_Integer id,
-                              int first, int self) {
-  synchro_call_t *call = prepare(L, S, id, first, self);
+static synchro_call_t *submit(lua_State *L, synchro_t *S, int op,
+                              lua_Integer id, int first, int self) {
+  synchro_call_t *call = prepare(L, S, op, id, first, self);
   synchro_call_t *sent;
   if (self == 0 && take_callbacks(L) > 0) { /* (self -1 allows them) */
     release_callbacks(L);
@@ -225,40 +244,75 @@ static void push_imported(lua_State *L, synchro_t *S) {
   box->imported = 1;
 }
 
-/* core.export(S) -> light userdata: a reference to S for another Lua
- * state (another thread's). The receiver must core.import it exactly once,
- * which takes the reference over. */
+/* core.export(S) -> integer: a handle holding a reference to S, for
+ * another Lua state (another thread's). core.import takes it over, once. */
 static int l_export(lua_State *L) {
   synchro_t *S = check_S(L, 1);
+  int64_t h;
   synchro__ref(S);
-  lua_pushlightuserdata(L, S);
+  h = synchro__handle_new(SYNCHRO_HANDLE_EXPORT, S, NULL);
+  if (h == 0) {
+    synchro__unref(S);
+    return luaL_error(L, "not enough memory");
+  }
+  lua_pushinteger(L, (lua_Integer)h);
   return 1;
 }
 
-/* core.import(p) -> synchronizer: takes over the reference core.export
- * made. */
+/* core.import(ref) -> synchronizer: takes over the reference of a handle
+ * from core.export (which is then spent). */
 static int l_import(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
-  push_imported(L, lua_touserdata(L, 1));
+  synchro_t *S = synchro__handle_take(luaL_checkinteger(L, 1),
+                                      SYNCHRO_HANDLE_EXPORT);
+  if (S == NULL)
+    return luaL_argerror(L, 1, "not a reference from S:export() (or "
+                               "imported already: import each once)");
+  push_imported(L, S);
   return 1;
 }
 
-/* core.export_string(S) -> a reference to S as text, for a marshalled
- * payload; the receiver must core.import_string it exactly once. */
-static int l_export_string(lua_State *L) {
-  synchro_t *S = check_S(L, 1);
-  synchro__ref(S);
-  lua_pushfstring(L, "%p", (void *)S);
+/* core.synchronizer(identity) -> the synchronizer core.identity named (a
+ * new reference), for a payload that names it; raises if it is gone. */
+static int l_synchronizer(lua_State *L) {
+  synchro_t *S = synchro__handle_acquire(luaL_checkinteger(L, 1),
+                                         SYNCHRO_HANDLE_SYNCHRONIZER);
+  if (S == NULL)
+    return luaL_argerror(L, 1, "no such synchronizer (made up, or gone)");
+  push_imported(L, S);
   return 1;
 }
 
-/* core.import_string(text) -> synchronizer (see export_string) */
-static int l_import_string(lua_State *L) {
-  const char *text = luaL_checkstring(L, 1);
-  void *p = NULL;
-  if (sscanf(text, "%p", &p) != 1 || p == NULL)
-    return luaL_argerror(L, 1, "not a synchronizer reference");
-  push_imported(L, p);
+/* core.post(S, op, id, ...) -> boolean: sends an op that nobody waits
+ * for (a release, say) with plain-data arguments, without starting the
+ * loop; false when S is closed or released. Never raises for those, never
+ * blocks, leaves the callbacks of a call being encoded alone: safe in
+ * __gc. */
+static int l_post(lua_State *L) {
+  S_box_t *box = luaL_checkudata(L, 1, S_MT);
+  int op = (int)luaL_checkinteger(L, 2);
+  lua_Integer id = luaL_checkinteger(L, 3);
+  synchro_call_t *call;
+  int sent;
+  luaL_argcheck(L, op >= 0 && op < SYNCHRO_OP_COUNT, 2, "unknown op");
+  if (box->S == NULL ||
+      synchro__load(&box->S->state) >= SYNCHRO_STATE_CLOSING) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  call = synchro__call_new(box->S, op, (int64_t)id);
+  if (call == NULL)
+    return luaL_error(L, "not enough memory");
+  if (synchro__marshal_encode(L, 4, lua_gettop(L) - 3, SYNCHRO_MARSHAL_DATA,
+                              "args", &call->args, NULL) != 0) {
+    synchro__call_unref(call);
+    return luaL_error(L, "bad argument to 'post' (%s)", lua_tostring(L, -1));
+  }
+  synchro__call_ref(call); /* the loop's */
+  sent = synchro__send(box->S, &call->msg) == 0;
+  if (!sent)
+    synchro__call_unref(call);
+  synchro__call_unref(call);
+  lua_pushboolean(L, sent);
   return 1;
 }
 
@@ -291,9 +345,10 @@ static int l_state(lua_State *L) {
   return 1;
 }
 
-/* core.identity(S) -> string naming S uniquely in this process */
+/* core.identity(S) -> integer naming S uniquely in this process (its
+ * handle: see core.synchronizer) */
 static int l_identity(lua_State *L) {
-  lua_pushfstring(L, "%p", (void *)check_S(L, 1));
+  lua_pushinteger(L, (lua_Integer)check_S(L, 1)->handle);
   return 1;
 }
 
@@ -303,7 +358,7 @@ static int l_loop_identity(lua_State *L) {
   synchro_t *S = synchro__current();
   if (S == NULL || S->L == NULL)
     return 0;
-  lua_pushfstring(L, "%p", (void *)S);
+  lua_pushinteger(L, (lua_Integer)S->handle);
   return 1;
 }
 
@@ -432,20 +487,20 @@ static int l_call(lua_State *L) {
   synchro_t *S;
   lua_Integer id;
   double timeout;
-  int n, rc, ncb, top = lua_gettop(L);
+  int n, rc, ncb, op, top = lua_gettop(L);
   synchro_call_t *call;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "_ud"); /* the table keeps it alive */
   S = check_S(L, top + 1);
-  lua_getfield(L, 1, "_id");
-  id = luaL_checkinteger(L, top + 2);
+  id = check_target(L, 1, &op);
+  lua_pushnil(L);
   lua_getfield(L, 1, "_timeout");
   timeout = synchro__opt_time(L, top + 3, "call", "timeout", SYNCHRO_NO_LIMIT);
   lua_settop(L, top);
   if (synchro__is_loop_thread(S))
     return luaL_error(L, "a blocking call cannot run on its own "
                          "synchronizer's loop thread");
-  call = prepare(L, S, id, 2, 1);
+  call = prepare(L, S, op, id, 2, 1);
   /* Callbacks: serve them from before the call is sent, so that a task
    * that calls one at once finds us (the list stays on the stack). */
   ncb = take_callbacks(L);
@@ -497,8 +552,9 @@ static int l_submit(lua_State *L);
  * releases the list (a table, or nil) once the call is done. */
 static int l_submit_cb(lua_State *L) {
   synchro_t *S = check_S(L, 1);
-  lua_Integer id = luaL_checkinteger(L, 2);
-  synchro_call_t *call = submit(L, S, id, 3, -1);
+  int op;
+  lua_Integer id = check_target(L, 2, &op);
+  synchro_call_t *call = submit(L, S, op, id, 3, -1);
   synchro__push_future(L, call);
   synchro__call_unref(call);
   if (take_callbacks(L) == 0) {
@@ -529,6 +585,18 @@ static void pin_module(void) {
 #endif
 }
 
+/* core.OP_<NAME> = op, for each op of SYNCHRO_OP_MAP */
+static void register_ops(lua_State *L) {
+#define SYNCHRO_OP_NAME(name) "OP_" #name,
+  static const char *const names[] = {SYNCHRO_OP_MAP(SYNCHRO_OP_NAME)};
+#undef SYNCHRO_OP_NAME
+  int op;
+  for (op = 0; op < SYNCHRO_OP_COUNT; op++) {
+    lua_pushinteger(L, op);
+    lua_setfield(L, -2, names[op]);
+  }
+}
+
 int synchro__lua_open(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"new", l_new},           {"close", l_close},
@@ -538,9 +606,9 @@ int synchro__lua_open(lua_State *L) {
       {"submit", l_submit},     {"traceback", l_traceback},
       {"export", l_export},     {"import", l_import},
       {"submit_cb", l_submit_cb},
-      {"export_string", l_export_string},
-      {"import_string", l_import_string},
       {"set_cancelled_class", l_set_cancelled_class},
+      {"synchronizer", l_synchronizer},
+      {"post", l_post},
       {NULL, NULL}};
   if (luaL_newmetatable(L, S_MT)) {
     lua_pushcfunction(L, l_gc);
@@ -569,6 +637,7 @@ int synchro__lua_open(lua_State *L) {
 #endif
   pin_module();
   luaL_newlib(L, funcs);
+  register_ops(L);
   synchro__timer_register(L);
   synchro__vmaux_register(L);
   synchro__fs_register(L);
@@ -613,8 +682,9 @@ SYNCHRO_API int luaopen_synchro_core(lua_State *L) {
 
 static int l_submit(lua_State *L) {
   synchro_t *S = check_S(L, 1);
-  lua_Integer id = luaL_checkinteger(L, 2);
-  synchro_call_t *call = submit(L, S, id, 3, 0);
+  int op;
+  lua_Integer id = check_target(L, 2, &op);
+  synchro_call_t *call = submit(L, S, op, id, 3, 0);
   synchro_call_t **box = lua_newuserdata(L, sizeof(*box));
   *box = call;
   luaL_setmetatable(L, "synchro.Future");

@@ -2,7 +2,6 @@
  * crosses as a proxy. When the loop's task calls it, a reverse call goes
  * to the caller VM's inbox, where the waiting caller runs the function
  * and replies; the task awaits the reply through its loop's notifier. */
-#include <stdio.h>
 #include <string.h>
 
 #include "binding.h"
@@ -24,17 +23,23 @@ static synchro_notifier_t *inbox_of(lua_State *L) {
   n = synchro__notifier_new();
   if (n == NULL)
     luaL_error(L, "not enough memory");
+  n->handle = synchro__handle_new(SYNCHRO_HANDLE_INBOX, n, &n->refs);
+  if (n->handle == 0) {
+    synchro__notifier_unref(n);
+    luaL_error(L, "not enough memory");
+  }
   synchro__push_notifier(L, n); /* the registry's reference */
   synchro__notifier_unref(n);
   lua_setfield(L, LUA_REGISTRYINDEX, INBOX_KEY);
   return n;
 }
 
-static synchro_notifier_t *parse_inbox(lua_State *L, int idx) {
-  void *p = NULL;
-  if (sscanf(luaL_checkstring(L, idx), "%p", &p) != 1 || p == NULL)
-    luaL_argerror(L, idx, "not an inbox reference");
-  return p;
+/* An inbox that core.inbox_open gave (a Notifier object: future.c). */
+static synchro_notifier_t *check_inbox(lua_State *L, int idx) {
+  synchro_notifier_t **box = luaL_checkudata(L, idx, "synchro.Notifier");
+  if (*box == NULL)
+    luaL_argerror(L, idx, "inbox was released");
+  return *box;
 }
 
 /* Callbacks exported on this thread since the last check: lets a call
@@ -53,20 +58,28 @@ int synchro__callbacks_exported(void) {
   return v != NULL;
 }
 
-/* core.inbox_ref() -> text naming this VM's inbox, holding a reference
- * that core.inbox_unref gives back (the loop side's callback proxy). */
-static int inbox_ref(lua_State *L) {
+/* core.inbox_handle() -> the handle of this VM's inbox, for a callback's
+ * payload (the exporter of proxy.lua); notes that callbacks were exported
+ * on this thread. */
+static int inbox_handle(lua_State *L) {
   synchro_notifier_t *n = inbox_of(L);
-  synchro__notifier_ref(n);
   uv_once(&exported_once, exported_init);
   uv_key_set(&exported_key, n);
-  lua_pushfstring(L, "%p", (void *)n);
+  lua_pushinteger(L, (lua_Integer)n->handle);
   return 1;
 }
 
-static int inbox_unref(lua_State *L) {
-  synchro__notifier_unref(parse_inbox(L, 1));
-  return 0;
+/* core.inbox_open(handle) -> the inbox (a reference to it, dropped when
+ * collected), for the loop side's callback proxy; raises if the handle is
+ * made up or its VM has gone. */
+static int inbox_open(lua_State *L) {
+  synchro_notifier_t *n = synchro__handle_acquire(luaL_checkinteger(L, 1),
+                                                  SYNCHRO_HANDLE_INBOX);
+  if (n == NULL)
+    return luaL_argerror(L, 1, "no such inbox (made up, or its VM is gone)");
+  synchro__push_notifier(L, n);
+  synchro__notifier_unref(n); /* the object holds its own reference */
+  return 1;
 }
 
 /* Completes a reverse call with an error message. */
@@ -83,10 +96,10 @@ static void fail_reverse(synchro_call_t *call, const char *msg) {
  * of the VM whose inbox this is. */
 static int rcall(lua_State *L) {
   synchro_t *S = synchro__loop_of(L);
-  synchro_notifier_t *n = parse_inbox(L, 1);
+  synchro_notifier_t *n = check_inbox(L, 1);
   lua_Integer cbid = luaL_checkinteger(L, 2);
   int bad = 0, open;
-  synchro_call_t *call = synchro__call_new(S, (int64_t)cbid);
+  synchro_call_t *call = synchro__call_new(S, SYNCHRO_OP_CALL, (int64_t)cbid);
   if (call == NULL)
     return luaL_error(L, "not enough memory");
   call->reverse = 1;
@@ -271,10 +284,10 @@ void synchro__inbox_enter(lua_State *L) { enter(inbox_of(L)); }
 void synchro__inbox_leave(lua_State *L) { leave(inbox_of(L)); }
 
 void synchro__callbacks_register(lua_State *L) {
-  lua_pushcfunction(L, inbox_ref);
-  lua_setfield(L, -2, "inbox_ref");
-  lua_pushcfunction(L, inbox_unref);
-  lua_setfield(L, -2, "inbox_unref");
+  lua_pushcfunction(L, inbox_handle);
+  lua_setfield(L, -2, "inbox_handle");
+  lua_pushcfunction(L, inbox_open);
+  lua_setfield(L, -2, "inbox_open");
   lua_pushcfunction(L, rcall);
   lua_setfield(L, -2, "rcall");
   lua_pushcfunction(L, l_inbox);

@@ -5,9 +5,10 @@
 
 #include "vm.h"
 
-/* Registry refs of the runtime's entry points, in the loop VM. */
+/* Registry refs of the runtime's entry points, in the loop VM; ops is
+ * the table of a handler per op (SYNCHRO_OP_MAP). */
 typedef struct {
-  int define, call, cancel, close, shutdown;
+  int define, ops, cancel, close, shutdown;
 } runtime_refs_t;
 
 static runtime_refs_t *refs_of(lua_State *L) {
@@ -49,7 +50,16 @@ void synchro__dispatch(synchro_t *S, synchro_msg_t *msg) {
       fail_call(L, call, SYNCHRO_CALL_CLOSED);
       break;
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->call);
+    /* ops[op](call, id, args...) */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->ops);
+    lua_rawgeti(L, -1, call->op);
+    if (lua_type(L, -1) != LUA_TFUNCTION) {
+      lua_settop(L, top);
+      lua_pushfstring(L, "synchro: unknown op %d", call->op);
+      fail_call(L, call, SYNCHRO_CALL_ERROR);
+      break;
+    }
+    lua_replace(L, -2);
     lua_pushlightuserdata(L, call);
     lua_pushinteger(L, (lua_Integer)call->fn_id);
     n = synchro__marshal_decode(L, call->args.data, call->args.len);
@@ -250,7 +260,10 @@ static int open_runtime(lua_State *L) {
   r = lua_newuserdata(L, sizeof(*r));
   lua_setfield(L, LUA_REGISTRYINDEX, "synchro.runtime_refs");
   r->define = ref_field(L, t, "define");
-  r->call = ref_field(L, t, "call");
+  lua_getfield(L, t, "ops");
+  if (lua_type(L, -1) != LUA_TTABLE)
+    luaL_error(L, "synchro.runtime has no table 'ops'");
+  r->ops = luaL_ref(L, LUA_REGISTRYINDEX);
   r->cancel = ref_field(L, t, "cancel");
   r->close = ref_field(L, t, "close");
   r->shutdown = ref_field(L, t, "shutdown");
