@@ -28,7 +28,7 @@ local argerror =
 
 --- Creates a Synchronizer: one loop thread (started on first call) with
 --- its own Lua VM.
----@param opts? {name?: string, grace?: number}
+---@param opts? {name?: string, grace?: number, slow?: number}
 ---@return synchro.Synchronizer
 function synchro.new(opts)
   if opts ~= nil and type(opts) ~= "table" then
@@ -41,11 +41,16 @@ function synchro.new(opts)
   if opts.grace ~= nil and type(opts.grace) ~= "number" then
     argerror(1, "new", "'grace' must be a number")
   end
+  if opts.slow ~= nil and (type(opts.slow) ~= "number" or
+      opts.slow ~= opts.slow) then
+    argerror(1, "new", "'slow' must be a number (seconds; 0 is off)")
+  end
   local S = setmetatable({
     name = opts.name or "synchro",
     grace = opts.grace or 5,
     _ud = core.new(opts.name or "synchro", package.path, package.cpath),
   }, Synchronizer)
+  core.set_slow(S._ud, opts.slow or 0.1)
   synchro._known[core.identity(S._ud)] = S._ud
   return S
 end

@@ -50,4 +50,5 @@ static int loop_handles(lua_State *L) {
 void synchro__vmaux_register(lua_State *L) {
   lua_pushcfunction(L, loop_handles);
   lua_setfield(L, -2, "loop_handles");
+  synchro__watch_register(L);
 }
