@@ -259,7 +259,7 @@ describe("one call protocol", function()
     it("synchro.new and S:wrap", function()
       assert.has_error(function() synchro.new({ nmae = "x" }) end,
         "bad argument #1 to 'new' (unknown option 'nmae' (options: name, " ..
-        "grace))")
+        "grace, slow))")
       assert.has_error(function()
         S:wrap(function() end, { timout = 5 })
       end, "bad argument #2 to 'wrap' (unknown option 'timout' (options: " ..

@@ -48,6 +48,19 @@ function aio.shield(fn, ...)
   return sched.shield(fn, ...)
 end
 
+--- Runs `body(...)`, then `cleanup(err)` inside a shield (`err` is nil
+--- when `body` returned), then returns `body`'s results or raises its
+--- error. The cleanup runs, and may await (delete a partial file, say),
+--- even when the task was cancelled or timed out meanwhile.
+---@param body async fun(...): ...
+---@param cleanup async fun(err: any)
+---@return ...
+function aio.finally(body, cleanup, ...)
+  check_function(body, 1, "finally")
+  check_function(cleanup, 2, "finally")
+  return sched.finally(body, cleanup, ...)
+end
+
 --- Waits for a task or a future; returns its results or raises its error.
 ---@param x synchro.Task|synchro.Future
 function aio.await(x)

@@ -28,12 +28,14 @@ local argerror =
 
 --- Creates a Synchronizer: one loop thread (started on first call) with
 --- its own Lua VM.
----@param opts? {name?: string, grace?: number}
+---@param opts? {name?: string, grace?: number, slow?: number}
 --- `grace` (seconds, default 5) bounds every wait for a cancelled task's
---- cleanup: at close, after a timeout, after Ctrl-C.
+--- cleanup: at close, after a timeout, after Ctrl-C. `slow` (seconds,
+--- default 0.1; 0 is off): a task that holds the loop longer gets one
+--- warning.
 ---@return synchro.Synchronizer
 function synchro.new(opts)
-  opts = check.opts(opts, 1, "new", { "name", "grace" })
+  opts = check.opts(opts, 1, "new", { "name", "grace", "slow" })
   if opts.name ~= nil and type(opts.name) ~= "string" then
     argerror(1, "new", "'name' must be a string")
   end
@@ -43,12 +45,17 @@ function synchro.new(opts)
   -- the one time rule (NaN raises, math.huge waits as long as it takes)
   local grace = check.time(opts.grace, 1, "new", "grace")
   if opts.grace ~= nil and grace == nil then grace = opts.grace end
+  if opts.slow ~= nil and (type(opts.slow) ~= "number" or
+      opts.slow ~= opts.slow) then
+    argerror(1, "new", "'slow' must be a number (seconds; 0 is off)")
+  end
   local S = setmetatable({
     name = opts.name or "synchro",
     grace = grace or 5,
     _ud = core.new(opts.name or "synchro", package.path, package.cpath,
       grace or 5),
   }, Synchronizer)
+  core.set_slow(S._ud, opts.slow or 0.1)
   synchro._known[core.identity(S._ud)] = S._ud
   return S
 end

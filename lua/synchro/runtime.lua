@@ -6,7 +6,8 @@ local sched = require "synchro.sched"
 
 local R = {}
 
-local backend = { timer = core.timer, now = core.now, waiting = {} }
+local backend = { timer = core.timer, now = core.now, waiting = {},
+  watch = core.watch }
 local loop = sched.new(backend)
 -- Futures of other synchronizers that this loop's tasks await complete
 -- into the loop's notifier, which wakes the loop to take them.
@@ -29,6 +30,7 @@ pcall, xpcall = sched.yieldable_pcalls() -- luacheck: ignore 121
 local fns = {}         -- function id -> function, or an error message
 local fn_refs = {}     -- function id -> wrappers of it alive (see release_fn)
 local calls = {}       -- call key -> task
+loop.by_tag = calls    -- Sched:start registers calls' tasks here
 local closing = false
 local SHORT_FRAMES = 6
 
@@ -68,6 +70,11 @@ local function reply(task, ok, ...)
   if ok then
     core.reply(key, true, ...)
   elseif task.cancelled and sched.is_cancelled(task.err) then
+    if rawequal(task.err, sched.CancelledAwait) then
+      -- its cleanup awaited outside a shield: say so, or nobody sees it
+      io.stderr:write(("synchro: %s\n%s\n"):format(tostring(task.err),
+        format_traceback(task)))
+    end
     core.reply(key, "cancelled")
   else
     core.reply(key, false, task.err, format_traceback(task))
@@ -196,6 +203,47 @@ function R.close()
     loop.on_empty = core.stop
   end
 end
+
+-- The watch hook (src/vm/watch.c) of a task that never yields --------------
+
+--- Where a task was defined, for messages: "function <src:line>".
+local function task_name(task)
+  local info = debug.getinfo(task.fn, "S")
+  if info == nil then return "?" end
+  return ("function <%s:%d>"):format(info.short_src, info.linedefined)
+end
+
+local slow_warned = setmetatable({}, { __mode = "k" })
+
+local watchers = {
+  -- a cancel or a close was sent: take it now; returns the error to raise
+  attend = function(task)
+    core.attend()
+    if task.cancelled and task.shield == 0 and not task.cancel_delivered then
+      return sched.cancellation(task)
+    end
+  end,
+  -- the close's grace is over and the task still runs: raise again
+  overdue = function(task)
+    if task.cancelled then return sched.Cancelled end
+  end,
+  slow = function(task, where, seconds)
+    if slow_warned[task.fn] then return end
+    slow_warned[task.fn] = true
+    io.stderr:write(("synchro: a task held the loop thread for %.2f s " ..
+      "without yielding: %s, now at %s (run CPU-bound work with " ..
+      "aio.run_in_thread; synchro.new{slow=0} turns this warning off)\n")
+      :format(seconds, task_name(task), where))
+  end,
+}
+
+--- Called by the watch hook from inside the running code; does nothing
+--- unless that code is a task's.
+function R.watch(event, where, seconds)
+  if not sched.in_task() then return nil end
+  return watchers[event](sched.current, where, seconds)
+end
+debug.getregistry()["synchro.watch"] = R.watch
 
 function R.shutdown()
   for key in pairs(calls) do

@@ -45,7 +45,27 @@ function M.is_cancelled(err)
 end
 
 --- The error raised at a cancelled task's wait points.
+--- Cancelled is what a task gets the first time; a later await outside a
+--- shield (its cleanup, most often, which then silently never ran) gets
+--- CancelledAwait, whose message says to use aio.shield. Both are
+--- cancellation errors, and the two are == (CancelledError's __eq), so
+--- that every test for a task's own cancellation holds for both.
 M.Cancelled = M.cancelled("ECANCELED: task cancelled")
+M.CancelledAwait = M.cancelled("ECANCELED: task cancelled, and this await " ..
+  "comes after the cancellation: cleanup that awaits must run inside " ..
+  "aio.shield(fn, ...) (or aio.finally(body, cleanup))")
+CancelledError.__eq = function(a, b)
+  return (rawequal(a, M.Cancelled) or rawequal(a, M.CancelledAwait)) and
+    (rawequal(b, M.Cancelled) or rawequal(b, M.CancelledAwait))
+end
+
+--- The cancellation error for task, now: Cancelled the first time.
+local function cancellation(task)
+  if task.cancel_delivered then return M.CancelledAwait end
+  task.cancel_delivered = true
+  return M.Cancelled
+end
+M.cancellation = cancellation
 
 local function pack(...) return { n = select("#", ...), ... } end
 M.pack = pack
@@ -70,7 +90,8 @@ local Sched = {}
 Sched.__index = Sched
 
 --- new(backend): backend.timer(fn) returns an object with start(seconds),
---- stop() and close(); backend.now() gives monotonic seconds.
+--- stop() and close(); backend.now() gives monotonic seconds; the optional
+--- backend.watch(co) arms a new task coroutine (the loop VM's watch hook).
 function M.new(backend)
   return setmetatable({
     backend = backend,
@@ -121,6 +142,9 @@ function Sched:start(fn, on_done, tag, ...)
   task.on_done = on_done
   task.tag = tag
   task.discard = true
+  -- Known by its tag before it runs: a cancel may reach it while it runs
+  -- (the watch hook of a task that never yields).
+  if self.by_tag then self.by_tag[tag] = task end
   if self.running then
     task.args = pack(...)
     self:push(task, task, nil)
@@ -163,6 +187,8 @@ function Sched:take_coroutine(task)
     pool[n] = nil
   else
     co = co_create(worker)
+    local watch = self.backend.watch
+    if watch then watch(co) end
   end
   task.co = co
   return co
@@ -277,7 +303,9 @@ end
 --- wake(). Raises at once if the task is cancelled (level triggered).
 function M.prepare(what)
   local task = M.task(what)
-  if task.cancelled and task.shield == 0 then error(M.Cancelled, 0) end
+  if task.cancelled and task.shield == 0 then
+    error(cancellation(task), 0)
+  end
   local token = task.token + 1
   task.token = token
   return task, token
@@ -291,7 +319,7 @@ function M.suspend(task, on_cancel)
   task.on_cancel = nil
   task.token = task.token + 1
   if sig == CANCEL or (task.cancelled and task.shield == 0) then
-    error(M.Cancelled, 0)
+    error(cancellation(task), 0)
   end
   return value
 end
@@ -355,6 +383,17 @@ function M.shield(fn, ...)
   task.shield = task.shield + 1
   local r = pack(ypcall(fn, ...))
   task.shield = task.shield - 1
+  if not r[1] then error(r[2], 0) end
+  return unpack(r, 2, r.n)
+end
+
+--- Runs body(...), then cleanup(err) inside a shield (err is nil when
+--- body returned), then returns body's results or raises its error: the
+--- cleanup runs, and may await, even when the task was cancelled.
+function M.finally(body, cleanup, ...)
+  M.task("finally")
+  local r = pack(ypcall(body, ...))
+  M.shield(cleanup, (not r[1]) and r[2] or nil)
   if not r[1] then error(r[2], 0) end
   return unpack(r, 2, r.n)
 end

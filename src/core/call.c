@@ -148,9 +148,58 @@ int synchro__call_pollfd(synchro_call_t *call) {
   return fd;
 }
 
+static void untrack(synchro_call_t *call) {
+  synchro_t *S = call->S;
+  uv_mutex_lock(&S->inflight_lock);
+  if (synchro__load_relaxed(&call->inflight)) {
+    if (call->inflight_prev != NULL)
+      call->inflight_prev->inflight_next = call->inflight_next;
+    else
+      S->inflight = call->inflight_next;
+    if (call->inflight_next != NULL)
+      call->inflight_next->inflight_prev = call->inflight_prev;
+    synchro__store(&call->inflight, 0);
+  }
+  uv_mutex_unlock(&S->inflight_lock);
+}
+
+void synchro__call_track(synchro_call_t *call) {
+  synchro_t *S = call->S;
+  uv_mutex_lock(&S->inflight_lock);
+  call->inflight_prev = NULL;
+  call->inflight_next = S->inflight;
+  if (S->inflight != NULL)
+    S->inflight->inflight_prev = call;
+  S->inflight = call;
+  synchro__store(&call->inflight, 1);
+  uv_mutex_unlock(&S->inflight_lock);
+}
+
+void synchro__complete_inflight(synchro_t *S, int status) {
+  synchro_call_t *list, *call;
+  uv_mutex_lock(&S->inflight_lock);
+  list = S->inflight;
+  S->inflight = NULL;
+  for (call = list; call != NULL; call = call->inflight_next) {
+    synchro__store(&call->inflight, 0);
+    synchro__call_ref(call); /* the loop thread may still drop its own */
+  }
+  uv_mutex_unlock(&S->inflight_lock);
+  while (list != NULL) {
+    call = list;
+    list = call->inflight_next;
+    synchro__call_complete(call, status);
+    synchro__call_unref(call);
+  }
+}
+
 void synchro__call_complete(synchro_call_t *call, int status) {
   synchro_notifier_t *n;
   int fd;
+  if (synchro__xchg(&call->completed, 1))
+    return;
+  if (synchro__load(&call->inflight)) /* rechecked under the lock */
+    untrack(call);
   /* Past its deadline it timed out, whatever the task did after the
    * cancel: results that came too late are not results. */
   if (synchro__load(&call->timed_out))
@@ -187,6 +236,9 @@ int synchro__call_status_error(int status, const char **msg) {
   case SYNCHRO_CALL_TIMEDOUT:
     *msg = "the call timed out";
     return SYNCHRO_ETIMEDOUT;
+  case SYNCHRO_CALL_DIED:
+    *msg = "the synchronizer's loop thread died";
+    return SYNCHRO_ECANCELED;
   case SYNCHRO_CALL_BAD_RESULT:
     *msg = "a result is not plain data";
     return SYNCHRO_EMARSHAL;

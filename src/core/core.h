@@ -111,7 +111,8 @@ enum {
   SYNCHRO_CALL_TIMEDOUT = 4,  /* its deadline passed (whatever it did then) */
   /* a C caller's call (plain_results) returned a value that is not plain
    * data; reply holds (message, "") as for ERROR */
-  SYNCHRO_CALL_BAD_RESULT = 5
+  SYNCHRO_CALL_BAD_RESULT = 5,
+  SYNCHRO_CALL_DIED = 6        /* the loop thread died (S->death_message) */
 };
 
 /* What a call asks of the loop VM (synchro_call_t.op). One list, exposed
@@ -170,6 +171,10 @@ struct synchro_call {
   synchro_call_t *done_next;    /* link in a notifier's completed list */
   synchro_buf_t reply;
   char reply_inline[SYNCHRO_CALL_INLINE];
+  int completed; /* set once, by the one who completes the call */
+  /* S->inflight links, under S->inflight_lock (synchro__call_track). */
+  synchro_call_t *inflight_prev, *inflight_next;
+  int inflight;
 };
 
 synchro_call_t *synchro__call_new(synchro_t *S, int op, int64_t fn_id);
@@ -177,8 +182,16 @@ void synchro__call_ref(synchro_call_t *call);
 /* Accepts NULL. Thread: any. */
 void synchro__call_unref(synchro_call_t *call);
 /* Sets status, marks done, wakes waiters and notifies the listener.
- * Thread: any (the loop thread normally). Once per call. */
+ * Only the first completion counts: a close that gave up on a stuck loop
+ * thread may complete a call the loop still holds. Thread: any (the loop
+ * thread normally). */
 void synchro__call_complete(synchro_call_t *call, int status);
+/* The loop took the call: until it completes, a close that gives up on
+ * the loop thread, or the loop thread's death, completes it. Thread: the
+ * loop thread. */
+void synchro__call_track(synchro_call_t *call);
+/* Completes every tracked call of S with status (see above). */
+void synchro__complete_inflight(synchro_t *S, int status);
 /* Asks that the call's task be cancelled; returns 0, or SYNCHRO_ECLOSED.
  * Idempotent. Thread: any. */
 int synchro__call_cancel(synchro_call_t *call);
@@ -339,6 +352,22 @@ struct synchro {
   uint64_t last_activity_ns;
   const synchro_vm_t *vm;
   lua_CFunction open_core; /* luaopen of synchro.core for the loop VM */
+  /* No hang (src/vm/watch.c): senders of a cancel or a close raise
+   * attention, which the hook of a task that never yields polls. */
+  SYNCHRO_ALIGNED int attention;
+  uint64_t slow_ns; /* synchro.new{slow=}: 0 is off; atomic */
+  synchro_event_t exited; /* the loop thread is about to end */
+  char *death_message; /* the loop thread died (a Lua panic): why */
+  uv_mutex_t inflight_lock; /* guards inflight */
+  synchro_call_t *inflight; /* calls the loop took and has not completed */
+  /* The loop thread's own: */
+  synchro_msg_t *batch; /* taken from the mailbox, not yet dispatched */
+  uint64_t close_deadline_ns; /* the grace ends (0: no close yet) */
+  void *watch_co; /* the coroutine the watch hook last saw, */
+  uint64_t watch_iter; /* in which loop iteration, */
+  uint64_t watch_start_ns; /* since when */
+  int watch_warned;
+  void *panic_jmp; /* a jmp_buf in thread_main while uv_run runs */
 };
 
 synchro_t *synchro__new(const char *name, const char *path,
@@ -365,6 +394,10 @@ void synchro__set_current(synchro_t *S);
 char *synchro__strdup(const char *s);
 /* Fails and frees every queued message. */
 void synchro__drop_messages(synchro_t *S);
+/* How long a close waits for the loop thread beyond the grace before it
+ * gives up on it (a task stuck in C code, or in a loop LuaJIT compiled):
+ * the thread is left to the process's exit, its calls end ECANCELED. */
+#define SYNCHRO_CLOSE_BOUND 3.0
 
 /* ---- handles.c: integers that name C objects to Lua ---- */
 /* No pointer crosses to Lua, as a number or as text: Lua code and

@@ -2,6 +2,7 @@
  * close, fork) and the mailbox that feeds its loop. What runs on the loop
  * thread is given by the layer above as a synchro_vm_t (src/vm/loop.c). */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,9 +56,18 @@ synchro_t *synchro__new(const char *name, const char *path,
     free(S);
     return NULL;
   }
+  if (uv_mutex_init(&S->inflight_lock) != 0) {
+    uv_mutex_destroy(&S->lock);
+    free(S->name);
+    free(S->path);
+    free(S->cpath);
+    free(S);
+    return NULL;
+  }
   S->handle = synchro__handle_new(SYNCHRO_HANDLE_SYNCHRONIZER, S, &S->refs);
   if (S->handle == 0) {
     uv_mutex_destroy(&S->lock);
+    uv_mutex_destroy(&S->inflight_lock);
     free(S->name);
     free(S->path);
     free(S->cpath);
@@ -69,10 +79,12 @@ synchro_t *synchro__new(const char *name, const char *path,
 
 void synchro__ref(synchro_t *S) { synchro__incr(&S->refs); }
 
-static void free_msg(synchro_msg_t *msg) {
+static void free_msg(synchro_t *S, synchro_msg_t *msg) {
   switch (msg->kind) {
   case SYNCHRO_MSG_CALL:
-    synchro__call_complete((synchro_call_t *)msg, SYNCHRO_CALL_CLOSED);
+    synchro__call_complete((synchro_call_t *)msg,
+                           S->death_message != NULL ? SYNCHRO_CALL_DIED
+                                                    : SYNCHRO_CALL_CLOSED);
     synchro__call_unref((synchro_call_t *)msg);
     break;
   case SYNCHRO_MSG_DEFINE:
@@ -90,7 +102,7 @@ void synchro__drop_messages(synchro_t *S) {
   synchro_msg_t *msg = synchro__mailbox_take(&S->mailbox);
   while (msg != NULL) {
     synchro_msg_t *next = msg->next;
-    free_msg(msg);
+    free_msg(S, msg);
     msg = next;
   }
 }
@@ -104,9 +116,11 @@ void synchro__unref(synchro_t *S) {
   /* The last reference: the owner closed it, or it never started. */
   synchro__close(S, 0);
   synchro__drop_messages(S);
-  if (S->loop_abandoned)
+  if (__atomic_load_n(&S->loop_abandoned, __ATOMIC_SEQ_CST))
     return; /* leaked on purpose: see thread_main */
   uv_mutex_destroy(&S->lock);
+  uv_mutex_destroy(&S->inflight_lock);
+  free(S->death_message);
   free(S->name);
   free(S->path);
   free(S->cpath);
@@ -123,7 +137,14 @@ static uv_once_t live_once = UV_ONCE_INIT;
 static synchro_t **live;
 static size_t live_count, live_cap;
 
+static void live_remove(synchro_t *S);
+
 static void at_exit(void) {
+  /* os.exit() in async code: exit() runs on a loop thread, which cannot
+   * wait for itself; its tasks end with the process. */
+  synchro_t *self = synchro__current();
+  if (self != NULL)
+    live_remove(self);
   /* Close what the program left open, so that tasks' cleanup runs. */
   for (;;) {
     synchro_t *S = NULL;
@@ -237,7 +258,27 @@ static void wake_if_parked(void *ud) {
 }
 
 int synchro__send(synchro_t *S, synchro_msg_t *msg) {
-  return synchro__mailbox_push_then(&S->mailbox, msg, wake_if_parked, S);
+  int err = synchro__mailbox_push_then(&S->mailbox, msg, wake_if_parked, S);
+  /* after the push: the watch hook that sees attention finds the message */
+  if (err == 0 && msg->kind == SYNCHRO_MSG_CANCEL)
+    __atomic_store_n(&S->attention, 1, __ATOMIC_SEQ_CST);
+  return err;
+}
+
+/* The loop thread did not end within the grace and the bound: a task is
+ * stuck where no hook reaches it. Leave the thread to the process's exit
+ * (it keeps S), and end what waits on it. Called under S->lock. */
+static void give_up(synchro_t *S, double waited) {
+  fprintf(stderr,
+          "synchro: the loop thread of '%s' did not stop within %g s of "
+          "its close (a task stuck in C code, or in a loop LuaJIT "
+          "compiled); leaving it to the process's exit\n",
+          S->name, waited);
+  __atomic_store_n(&S->loop_abandoned, 1, __ATOMIC_SEQ_CST);
+  pthread_detach(S->thread);
+  synchro__mailbox_close(&S->mailbox);
+  synchro__drop_messages(S);
+  synchro__complete_inflight(S, SYNCHRO_CALL_CLOSED);
 }
 
 void synchro__close(synchro_t *S, double grace) {
@@ -257,6 +298,7 @@ void synchro__close(synchro_t *S, double grace) {
     /* the callers normalised it; a NaN here must not hang the close */
     S->close_grace = grace >= 0 ? grace : 0;
     __atomic_store_n(&S->close_requested, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&S->attention, 1, __ATOMIC_SEQ_CST);
     uv_async_send(&S->wakeup);
     break;
   default:
@@ -268,7 +310,13 @@ void synchro__close(synchro_t *S, double grace) {
   }
   if (join) {
     /* Others closing at the same time wait on the lock for the join. */
-    uv_thread_join(&S->thread);
+    double bound = S->close_grace + SYNCHRO_CLOSE_BOUND;
+    if (!(bound < 1e9)) /* NaN, huge: no limit */
+      bound = SYNCHRO_WAIT_FOREVER;
+    if (synchro__event_wait(&S->exited, bound, NULL, NULL) == 0)
+      uv_thread_join(&S->thread);
+    else
+      give_up(S, bound);
     synchro__store(&S->state, SYNCHRO_STATE_CLOSED);
     live_remove(S);
   }

@@ -64,6 +64,10 @@ static int raise_closed(lua_State *L, synchro_t *S) {
   if (S->start_message != NULL)
     return luaL_error(L, "ETHREAD: synchronizer '%s' failed to start: %s",
                       S->name, S->start_message);
+  if (synchro__load(&S->state) == SYNCHRO_STATE_CLOSED &&
+      S->death_message != NULL)
+    return luaL_error(L, "ECLOSED: the loop thread of synchronizer '%s' "
+                         "died: %s", S->name, S->death_message);
   return luaL_error(L, "ECLOSED: synchronizer '%s' is closed", S->name);
 }
 
@@ -336,6 +340,16 @@ static int l_gc(lua_State *L) {
   return 0;
 }
 
+/* core.set_slow(S, seconds): the slow-task warning's threshold; 0 is
+ * off (see src/vm/watch.c). */
+static int l_set_slow(lua_State *L) {
+  synchro_t *S = check_S(L, 1);
+  double sec = luaL_checknumber(L, 2);
+  uint64_t ns = sec > 0 ? (sec < 1e9 ? (uint64_t)(sec * 1e9) : UINT64_MAX) : 0;
+  __atomic_store_n(&S->slow_ns, ns, __ATOMIC_RELAXED);
+  return 0;
+}
+
 /* core.state(S) -> "new" | "running" | "closing" | "closed" */
 static int l_state(lua_State *L) {
   static const char *const names[] = {"new", "running", "closing", "closed"};
@@ -456,6 +470,12 @@ static int reply_or_error(lua_State *L, synchro_call_t *call) {
     return 3;
   case SYNCHRO_CALL_CANCELLED:
     return push_cancelled(L, "ECANCELED: the call was cancelled");
+  case SYNCHRO_CALL_DIED:
+    lua_pushfstring(L, "ECANCELED: the loop thread of synchronizer '%s' "
+                       "died: %s", call->S->name, call->S->death_message);
+    n = push_cancelled(L, lua_tostring(L, -1));
+    lua_remove(L, -2);
+    return n;
   default:
     return push_cancelled(L, "ECANCELED: the synchronizer closed before the "
                              "call finished");
@@ -601,6 +621,7 @@ int synchro__lua_open(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"new", l_new},           {"close", l_close},
       {"state", l_state},       {"identity", l_identity},
+      {"set_slow", l_set_slow},
       {"loop_identity", l_loop_identity},
       {"define", l_define},     {"call", l_call},
       {"submit", l_submit},     {"traceback", l_traceback},

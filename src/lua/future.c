@@ -52,7 +52,7 @@ static int f_outcome(lua_State *L) {
 /* fut:status() -> "pending" | "ok" | "error" | "cancelled" | "closed" */
 static int f_status(lua_State *L) {
   static const char *const names[] = {"ok", "error", "cancelled", "closed",
-                                      "timedout", "error"};
+                                      "timedout", "error", "died"};
   synchro_call_t *call = check_future(L);
   if (!synchro__event_is_set(&call->done))
     lua_pushliteral(L, "pending");

@@ -38,14 +38,16 @@ static void fail_call(lua_State *L, synchro_call_t *call, int status) {
   synchro__call_unref(call);
 }
 
-void synchro__dispatch(synchro_t *S, synchro_msg_t *msg) {
-  lua_State *L = S->L;
+void synchro__dispatch(synchro_t *S, lua_State *L, synchro_msg_t *msg) {
   runtime_refs_t *r = refs_of(L);
   int top = lua_gettop(L), n;
   switch (msg->kind) {
   case SYNCHRO_MSG_CALL: {
     synchro_call_t *call = (synchro_call_t *)msg;
-    if (synchro__load(&S->state) != SYNCHRO_STATE_RUNNING) {
+    synchro__call_track(call);
+    /* Calls queued before the close began still start (see
+     * synchro__loop_attend); later ones are refused. */
+    if (__atomic_load_n(&S->close_requested, __ATOMIC_SEQ_CST) == 2) {
       lua_pushliteral(L, "ECANCELED: the synchronizer is closing");
       fail_call(L, call, SYNCHRO_CALL_CLOSED);
       break;
@@ -105,8 +107,7 @@ void synchro__dispatch(synchro_t *S, synchro_msg_t *msg) {
   lua_settop(L, top);
 }
 
-void synchro__dispatch_close(synchro_t *S, double grace) {
-  lua_State *L = S->L;
+void synchro__dispatch_close(synchro_t *S, lua_State *L, double grace) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, refs_of(L)->close);
   lua_pushnumber(L, grace);
   if (lua_pcall(L, 1, 0, 0) != 0) {

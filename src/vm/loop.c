@@ -6,7 +6,9 @@
  * because a blocking caller usually sends the next call within a few
  * microseconds. */
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,35 +20,48 @@
 
 static void on_grace_expired(uv_timer_t *timer);
 
-static int drain(synchro_t *S) {
+/* Dispatches the queued messages on L (the loop VM's main state, or the
+ * coroutine of a task whose watch hook runs this). The batch taken is
+ * kept in S, so that a drain nested in a task's hook goes on with it
+ * rather than overtaking it (a cancel must not pass its call). */
+static int drain(synchro_t *S, lua_State *L) {
   int n = 0;
-  synchro_msg_t *msg = synchro__mailbox_take(&S->mailbox);
-  while (msg != NULL) {
-    synchro_msg_t *next = msg->next;
-    synchro__dispatch(S, msg);
-    msg = next;
+  synchro_msg_t *msg;
+  if (S->batch == NULL)
+    S->batch = synchro__mailbox_take(&S->mailbox);
+  while ((msg = S->batch) != NULL) {
+    S->batch = msg->next;
+    synchro__dispatch(S, L, msg);
     n++;
   }
   return n;
 }
 
+void synchro__loop_attend(synchro_t *S, lua_State *L) {
+  /* Calls sent before the close start (and are then cancelled): a
+   * future submitted just before the end of a script still runs. */
+  if (drain(S, L) > 0)
+    S->last_activity_ns = synchro__now_ns();
+  if (__atomic_load_n(&S->close_requested, __ATOMIC_SEQ_CST) == 1) {
+    uint64_t ms = (uint64_t)(S->close_grace * 1000);
+    __atomic_store_n(&S->close_requested, 2, __ATOMIC_SEQ_CST);
+    S->close_deadline_ns = synchro__now_ns() + ms * 1000000ULL;
+    uv_timer_start(&S->grace_timer, on_grace_expired, ms, 0);
+    synchro__dispatch_close(S, L, S->close_grace);
+  }
+}
+
 static void on_wakeup(uv_async_t *handle) {
   synchro_t *S = handle->data;
   __atomic_store_n(&S->parked, 0, __ATOMIC_SEQ_CST);
-  if (__atomic_load_n(&S->close_requested, __ATOMIC_SEQ_CST) == 1) {
-    __atomic_store_n(&S->close_requested, 2, __ATOMIC_SEQ_CST);
-    uv_timer_start(&S->grace_timer, on_grace_expired,
-                   (uint64_t)(S->close_grace * 1000), 0);
-    synchro__dispatch_close(S, S->close_grace);
-  }
-  if (drain(S) > 0)
-    S->last_activity_ns = synchro__now_ns();
+  __atomic_store_n(&S->attention, 0, __ATOMIC_SEQ_CST);
+  synchro__loop_attend(S, S->L);
 }
 
 static void on_prepare(uv_prepare_t *handle) {
   synchro_t *S = handle->data;
   uint64_t now;
-  if (drain(S) > 0)
+  if (drain(S, S->L) > 0)
     S->last_activity_ns = synchro__now_ns();
   /* Spin only while calls keep coming: an idle loop costs no CPU. */
   now = synchro__now_ns();
@@ -55,7 +70,7 @@ static void on_prepare(uv_prepare_t *handle) {
     unsigned i;
     for (i = 0; i < 64 && synchro__mailbox_empty(&S->mailbox); i++)
       synchro__cpu_relax();
-    if (drain(S) > 0) {
+    if (drain(S, S->L) > 0) {
       S->last_activity_ns = synchro__now_ns();
       /* Work it started (timers, callbacks) must run: leave prepare, but
        * through the park below: uv_backend_timeout() can be 0 (new I/O
@@ -71,7 +86,7 @@ static void on_prepare(uv_prepare_t *handle) {
     if (synchro__mailbox_empty(&S->mailbox))
       return;
     __atomic_store_n(&S->parked, 0, __ATOMIC_SEQ_CST);
-    drain(S);
+    drain(S, S->L);
   }
 }
 
@@ -82,11 +97,38 @@ static void close_walk(uv_handle_t *handle, void *arg) {
 
 #define FINAL_DRAIN_NS 2000000000ULL /* 2 s */
 
+/* An error outside any pcall in the loop VM: rather than abort() the
+ * process, the loop thread ends, and every call waiting on it fails. */
+static int on_panic(lua_State *L) {
+  synchro_t *S = synchro__current();
+  const char *msg = lua_tostring(L, -1);
+  if (S == NULL || S->panic_jmp == NULL)
+    return 0; /* not a loop thread: Lua aborts */
+  S->death_message = synchro__strdup(msg != NULL ? msg : "a Lua panic");
+  longjmp(*(jmp_buf *)S->panic_jmp, 1);
+}
+
+/* The loop thread died: fail what waits on it, now and later. */
+static void die(synchro_t *S) {
+  fprintf(stderr, "synchro: the loop thread of '%s' died: %s\n", S->name,
+          S->death_message != NULL ? S->death_message : "?");
+  synchro__store(&S->state, SYNCHRO_STATE_CLOSED);
+  S->L = NULL; /* inconsistent after the panic: left as it is */
+  synchro__mailbox_close(&S->mailbox);
+  synchro__drop_messages(S);
+  /* the rest of the batch being dispatched: its calls fail too */
+  for (; S->batch != NULL; S->batch = S->batch->next)
+    if (S->batch->kind == SYNCHRO_MSG_CALL)
+      synchro__call_track((synchro_call_t *)S->batch);
+  synchro__complete_inflight(S, SYNCHRO_CALL_DIED);
+}
+
 static void thread_main(void *arg) {
   synchro_t *S = arg;
   uint64_t deadline;
   sigset_t all;
   lua_State *L;
+  jmp_buf panic_jmp;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
   synchro__set_current(S);
@@ -94,9 +136,11 @@ static void thread_main(void *arg) {
   L = luaL_newstate();
   if (L == NULL) {
     S->start_error = SYNCHRO_ENOMEM;
+    synchro__event_set(&S->exited);
     synchro__event_set(&S->started);
     return;
   }
+  lua_atpanic(L, on_panic);
   S->L = L;
   if (synchro__dispatch_open(L, S) != 0) {
     const char *msg = lua_tostring(L, -1);
@@ -104,12 +148,25 @@ static void thread_main(void *arg) {
     S->start_error = SYNCHRO_ETHREAD;
     lua_close(L);
     S->L = NULL;
+    synchro__event_set(&S->exited);
     synchro__event_set(&S->started);
     return;
   }
   synchro__event_set(&S->started);
 
-  uv_run(&S->loop, UV_RUN_DEFAULT);
+  S->panic_jmp = &panic_jmp;
+  if (setjmp(panic_jmp) == 0) {
+    uv_run(&S->loop, UV_RUN_DEFAULT);
+  } else {
+    /* The panic left uv_run in the middle of a callback: the loop and
+     * the VM are left as they are (S is kept for them). */
+    S->panic_jmp = NULL;
+    die(S);
+    __atomic_store_n(&S->loop_abandoned, 1, __ATOMIC_SEQ_CST);
+    synchro__event_set(&S->exited);
+    return;
+  }
+  S->panic_jmp = NULL;
 
   /* Stopped: fail what is still queued, free the VM, close the handles. */
   if (S->loop_notifier != NULL) {
@@ -132,9 +189,11 @@ static void thread_main(void *arg) {
          synchro__now_ns() < deadline)
     uv_sleep(1);
   if (uv_loop_alive(&S->loop))
-    S->loop_abandoned = 1; /* a request may still land in it: keep S */
+    /* a request may still land in it: keep S */
+    __atomic_store_n(&S->loop_abandoned, 1, __ATOMIC_SEQ_CST);
   else
     uv_loop_close(&S->loop);
+  synchro__event_set(&S->exited);
 }
 
 static void on_grace_expired(uv_timer_t *timer) {

@@ -11,13 +11,21 @@
 extern const synchro_vm_t synchro__vm;
 /* Called by the loop runtime (loop thread) when the close has drained. */
 void synchro__loop_stop(synchro_t *S);
+/* Takes what the loop was woken for: the queued messages (dispatched on
+ * L), then a requested close. From the loop's wakeup, or from the watch
+ * hook of a task that never yields (L is then its coroutine). */
+void synchro__loop_attend(synchro_t *S, lua_State *L);
 
 /* ---- dispatch.c: the loop VM's side of the binding ---- */
 int synchro__dispatch_open(lua_State *L, synchro_t *S);
-void synchro__dispatch(synchro_t *S, synchro_msg_t *msg);
-void synchro__dispatch_close(synchro_t *S, double grace);
+void synchro__dispatch(synchro_t *S, lua_State *L, synchro_msg_t *msg);
+void synchro__dispatch_close(synchro_t *S, lua_State *L, double grace);
 /* After the loop stopped: calls still running end as closed. */
 void synchro__dispatch_shutdown(synchro_t *S);
+
+/* ---- watch.c: the hook that reaches tasks that never yield ---- */
+/* Adds core.watch and core.debug_panic to the table on top of L. */
+void synchro__watch_register(lua_State *L);
 
 /* ---- vmaux.c: for the loop VM's C functions (src/aio) ---- */
 /* The Synchronizer whose loop runs L's VM; raises elsewhere. */

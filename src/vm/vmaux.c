@@ -84,4 +84,5 @@ void synchro__vmaux_register(lua_State *L) {
   lua_setfield(L, -2, "check_time");
   lua_pushcfunction(L, loop_handles);
   lua_setfield(L, -2, "loop_handles");
+  synchro__watch_register(L);
 }

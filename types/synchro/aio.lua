@@ -34,6 +34,16 @@ function aio.spawn(fn, ...) end
 ---@return ...
 function aio.shield(fn, ...) end
 
+--- Runs `body(...)`, then `cleanup(err)` inside a shield (`err` is nil
+--- when `body` returned), then returns `body`'s results or raises its
+--- error. The cleanup runs, and may await (delete a partial file, say),
+--- even when the task was cancelled or timed out meanwhile.
+---@async
+---@param body async fun(...): ...
+---@param cleanup async fun(err: any)
+---@return ...
+function aio.finally(body, cleanup, ...) end
+
 --- Waits for a task or a future; returns its results or raises its error.
 ---@async
 ---@param x synchro.Task|synchro.Future
