@@ -151,7 +151,7 @@ end
 -- interval) comes from synchro.aio.sync.
 -- aio.poll is a function of synchro.aio.poll, loaded on first use too.
 local lazy = { fs = true, tcp = true, udp = true, dns = true, process = true,
-  poll = "poll" }
+  poll = "poll", http = true }
 setmetatable(aio, {
   __index = function(t, k)
     if lazy[k] then

@@ -14,5 +14,7 @@ void synchro__dns_register(lua_State *L);
 void synchro__process_register(lua_State *L);
 void synchro__workers_register(lua_State *L);
 void synchro__poll_register(lua_State *L);
+/* Registers nothing when built without libcurl. */
+void synchro__http_register(lua_State *L);
 
 #endif
