@@ -227,7 +227,7 @@ end
 ---@class synchro.http.Stream: synchro.http.Response
 --- A streamed response: `body` is nil; read it with `read()`.
 local Stream = {}
-Stream.__index = function(self, k)
+Stream.__index = function(_, k)
   local v = Stream[k]
   if v ~= nil then return v end
   return response.Response[k]
