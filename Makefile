@@ -36,6 +36,7 @@ bench: deps
 	@$(MAKE) --no-print-directory $(BUILD)/$(LUA)/.built
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/roundtrip.lua
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/tcp_echo.lua
+	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/http.lua
 
 lint:
 	@luacheck lua spec bench examples
