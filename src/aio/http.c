@@ -25,8 +25,8 @@
 #ifdef SYNCHRO_HAVE_CURL
 #include <curl/curl.h>
 
-#define MULTI_KEY "synchro.http.multi"
-#define MULTI_MT "synchro.http.multi"
+#define MULTI_KEY   "synchro.http.multi"
+#define MULTI_MT    "synchro.http.multi"
 #define TRANSFER_MT "synchro.http.transfer"
 /* A streamed body pauses the transfer when this much is unread. */
 #define STREAM_HIGH_WATER (256 * 1024)
@@ -61,11 +61,11 @@ struct transfer {
   buf_t body, head, upload;
   int events, queued; /* events to report; on m->pending */
   transfer_t *next_pending;
-  int stream;         /* report data as it comes, pause at high water */
-  int follow;         /* redirects followed */
+  int stream; /* report data as it comes, pause at high water */
+  int follow; /* redirects followed */
   int headers_done, done, added;
   int upload_source, upload_eof; /* a body fed by Lua, its end */
-  int paused; /* CURLPAUSE_RECV | CURLPAUSE_SEND bits */
+  int paused;                    /* CURLPAUSE_RECV | CURLPAUSE_SEND bits */
   CURLcode result;
   char errbuf[CURL_ERROR_SIZE];
 };
@@ -82,37 +82,45 @@ struct socket_ctx {
 };
 
 static const char *curle_name(CURLcode rc) {
-#define X(name)                                                              \
-  case name:                                                                 \
+#define X(name)                                                                \
+  case name:                                                                   \
     return #name;
   switch ((int)rc) {
-    X(CURLE_UNSUPPORTED_PROTOCOL) X(CURLE_FAILED_INIT) X(CURLE_URL_MALFORMAT)
-    X(CURLE_NOT_BUILT_IN) X(CURLE_COULDNT_RESOLVE_PROXY)
-    X(CURLE_COULDNT_RESOLVE_HOST) X(CURLE_COULDNT_CONNECT)
-    X(CURLE_WEIRD_SERVER_REPLY) X(CURLE_REMOTE_ACCESS_DENIED) X(CURLE_HTTP2)
-    X(CURLE_PARTIAL_FILE) X(CURLE_HTTP_RETURNED_ERROR) X(CURLE_WRITE_ERROR)
-    X(CURLE_UPLOAD_FAILED) X(CURLE_READ_ERROR) X(CURLE_OUT_OF_MEMORY)
-    X(CURLE_OPERATION_TIMEDOUT) X(CURLE_RANGE_ERROR) X(CURLE_HTTP_POST_ERROR)
-    X(CURLE_SSL_CONNECT_ERROR) X(CURLE_BAD_DOWNLOAD_RESUME)
-    X(CURLE_FILE_COULDNT_READ_FILE) X(CURLE_FUNCTION_NOT_FOUND)
-    X(CURLE_ABORTED_BY_CALLBACK) X(CURLE_BAD_FUNCTION_ARGUMENT)
-    X(CURLE_INTERFACE_FAILED) X(CURLE_TOO_MANY_REDIRECTS)
-    X(CURLE_UNKNOWN_OPTION) X(CURLE_SETOPT_OPTION_SYNTAX) X(CURLE_GOT_NOTHING)
-    X(CURLE_SSL_ENGINE_NOTFOUND) X(CURLE_SSL_ENGINE_SETFAILED)
-    X(CURLE_SEND_ERROR) X(CURLE_RECV_ERROR) X(CURLE_SSL_CERTPROBLEM)
-    X(CURLE_SSL_CIPHER) X(CURLE_PEER_FAILED_VERIFICATION)
-    X(CURLE_BAD_CONTENT_ENCODING) X(CURLE_FILESIZE_EXCEEDED)
-    X(CURLE_USE_SSL_FAILED) X(CURLE_SEND_FAIL_REWIND)
-    X(CURLE_SSL_ENGINE_INITFAILED) X(CURLE_LOGIN_DENIED)
-    X(CURLE_SSL_CACERT_BADFILE) X(CURLE_SSL_SHUTDOWN_FAILED) X(CURLE_AGAIN)
-    X(CURLE_SSL_CRL_BADFILE) X(CURLE_SSL_ISSUER_ERROR) X(CURLE_CHUNK_FAILED)
-    X(CURLE_NO_CONNECTION_AVAILABLE) X(CURLE_SSL_PINNEDPUBKEYNOTMATCH)
-    X(CURLE_SSL_INVALIDCERTSTATUS) X(CURLE_HTTP2_STREAM)
-    X(CURLE_RECURSIVE_API_CALL) X(CURLE_AUTH_ERROR) X(CURLE_HTTP3)
-    X(CURLE_QUIC_CONNECT_ERROR) X(CURLE_PROXY) X(CURLE_SSL_CLIENTCERT)
-    X(CURLE_UNRECOVERABLE_POLL)
-  default:
-    return "CURLE_UNKNOWN";
+    X(CURLE_UNSUPPORTED_PROTOCOL)
+    X(CURLE_FAILED_INIT) X(CURLE_URL_MALFORMAT) X(CURLE_NOT_BUILT_IN) X(
+        CURLE_COULDNT_RESOLVE_PROXY) X(CURLE_COULDNT_RESOLVE_HOST) X(CURLE_COULDNT_CONNECT)
+        X(CURLE_WEIRD_SERVER_REPLY) X(CURLE_REMOTE_ACCESS_DENIED) X(CURLE_HTTP2) X(
+            CURLE_PARTIAL_FILE) X(CURLE_HTTP_RETURNED_ERROR) X(CURLE_WRITE_ERROR)
+            X(CURLE_UPLOAD_FAILED) X(CURLE_READ_ERROR) X(CURLE_OUT_OF_MEMORY) X(
+                CURLE_OPERATION_TIMEDOUT) X(CURLE_RANGE_ERROR) X(CURLE_HTTP_POST_ERROR)
+                X(CURLE_SSL_CONNECT_ERROR) X(CURLE_BAD_DOWNLOAD_RESUME) X(
+                    CURLE_FILE_COULDNT_READ_FILE) X(CURLE_FUNCTION_NOT_FOUND)
+                    X(CURLE_ABORTED_BY_CALLBACK) X(CURLE_BAD_FUNCTION_ARGUMENT) X(
+                        CURLE_INTERFACE_FAILED) X(CURLE_TOO_MANY_REDIRECTS)
+                        X(CURLE_UNKNOWN_OPTION) X(CURLE_SETOPT_OPTION_SYNTAX) X(
+                            CURLE_GOT_NOTHING) X(CURLE_SSL_ENGINE_NOTFOUND)
+                            X(CURLE_SSL_ENGINE_SETFAILED) X(CURLE_SEND_ERROR) X(
+                                CURLE_RECV_ERROR) X(CURLE_SSL_CERTPROBLEM)
+                                X(CURLE_SSL_CIPHER) X(CURLE_PEER_FAILED_VERIFICATION) X(
+                                    CURLE_BAD_CONTENT_ENCODING) X(CURLE_FILESIZE_EXCEEDED)
+                                    X(CURLE_USE_SSL_FAILED) X(CURLE_SEND_FAIL_REWIND) X(
+                                        CURLE_SSL_ENGINE_INITFAILED) X(CURLE_LOGIN_DENIED)
+                                        X(CURLE_SSL_CACERT_BADFILE) X(
+                                            CURLE_SSL_SHUTDOWN_FAILED) X(CURLE_AGAIN)
+                                            X(CURLE_SSL_CRL_BADFILE) X(
+                                                CURLE_SSL_ISSUER_ERROR) X(CURLE_CHUNK_FAILED)
+                                                X(CURLE_NO_CONNECTION_AVAILABLE) X(
+                                                    CURLE_SSL_PINNEDPUBKEYNOTMATCH)
+                                                    X(CURLE_SSL_INVALIDCERTSTATUS) X(
+                                                        CURLE_HTTP2_STREAM)
+                                                        X(CURLE_RECURSIVE_API_CALL) X(
+                                                            CURLE_AUTH_ERROR)
+                                                            X(CURLE_HTTP3) X(
+                                                                CURLE_QUIC_CONNECT_ERROR)
+                                                                X(CURLE_PROXY) X(
+                                                                    CURLE_SSL_CLIENTCERT)
+                                                                    X(CURLE_UNRECOVERABLE_POLL) default
+        : return "CURLE_UNKNOWN";
   }
 #undef X
 }
@@ -255,8 +263,8 @@ static void socket_close(socket_ctx_t *ctx) {
   uv_close((uv_handle_t *)&ctx->poll, free_data);
 }
 
-static int socket_function(CURL *easy, curl_socket_t fd, int what,
-                           void *userp, void *socketp) {
+static int socket_function(CURL *easy, curl_socket_t fd, int what, void *userp,
+                           void *socketp) {
   multi_t *m = userp;
   socket_ctx_t *ctx = socketp;
   int events = 0;
@@ -766,10 +774,10 @@ static int transfer_gc(lua_State *L) {
 
 void synchro__http_register(lua_State *L) {
   static const luaL_Reg methods[] = {
-      {"take", transfer_take},     {"buffered", transfer_buffered},
-      {"feed", transfer_feed},     {"head", transfer_head},
-      {"info", transfer_info},     {"result", transfer_result},
-      {"close", transfer_close},   {NULL, NULL}};
+      {"take", transfer_take},   {"buffered", transfer_buffered},
+      {"feed", transfer_feed},   {"head", transfer_head},
+      {"info", transfer_info},   {"result", transfer_result},
+      {"close", transfer_close}, {NULL, NULL}};
   if (luaL_newmetatable(L, TRANSFER_MT)) {
     luaL_newlib(L, methods);
     lua_setfield(L, -2, "__index");
