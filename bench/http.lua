@@ -76,7 +76,8 @@ end
 
 local PY = [[
 import asyncio, sys, time
-lib, url, n, size, window = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+lib, url = sys.argv[1], sys.argv[2]
+n, size, window = map(int, sys.argv[3:6])
 async def main():
     sem = asyncio.Semaphore(window)
     if lib == "httpx":

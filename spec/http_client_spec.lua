@@ -22,11 +22,13 @@ describe("synchro.aio.http", function()
     util.write(dir .. "/data.json", '{"a":[1,2,3],"n":null,"e":[]}')
     port = 20000 + tonumber(util.pid()) % 20000
     pidfile = dir .. "/pid"
-    os.execute(("cd %s && (python3 %s/spec/fixtures/http_server.py %d " ..
+    -- env -u LD_PRELOAD: under tools/sanitize.sh, ASan is preloaded
+    os.execute(("cd %s && (env -u LD_PRELOAD python3 " ..
+      "%s/spec/fixtures/http_server.py %d " ..
       ">/dev/null 2>&1 & echo $! >%s)"):format(dir, os.getenv("PWD") or ".",
       port, pidfile))
     assert(util.wait_for(function()
-      local r = os.execute(("curl -s -o /dev/null " ..
+      local r = os.execute(("env -u LD_PRELOAD curl -s -o /dev/null " ..
         "http://127.0.0.1:%d/small.txt"):format(port))
       return r == true or r == 0 -- 5.1 gives the status
     end, 10), "python http.server did not start")
