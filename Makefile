@@ -40,6 +40,7 @@ bench: deps
 	@$(MAKE) --no-print-directory $(BUILD)/$(LUA)/.built
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/roundtrip.lua
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/tcp_echo.lua
+	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/http.lua
 
 # synchro-0.1.0-1.src.rock from the checkout (luarocks install ./... offline)
 dist:

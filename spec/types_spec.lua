@@ -10,7 +10,8 @@ local internal = {
   ["synchro.wrap"] = true, ["synchro.generator"] = true,
   ["synchro.proxy"] = true, ["synchro.run"] = true,
   ["synchro.sched"] = true, ["synchro.runtime"] = true,
-  ["synchro.check"] = true,
+  ["synchro.check"] = true, ["synchro.kinds"] = true,
+  ["synchro.http_response"] = true, -- its class is synchro.aio.http.Response
 }
 
 local function lines_of(cmd)

@@ -162,12 +162,14 @@ end
 -- The I/O modules load on first use: aio.fs, aio.tcp, aio.udp, aio.dns,
 -- aio.process, aio.pg. Tasks' synchronization (channel, event, semaphore,
 -- lock, interval) comes from synchro.aio.sync.
+-- aio.poll is a function of synchro.aio.poll, loaded on first use too.
 local lazy = { fs = true, tcp = true, udp = true, dns = true, process = true,
-  pg = true }
+  pg = true, poll = "poll", http = true }
 setmetatable(aio, {
   __index = function(t, k)
     if lazy[k] then
       local m = require("synchro.aio." .. k)
+      if type(lazy[k]) == "string" then m = m[lazy[k]] end
       rawset(t, k, m)
       return m
     end

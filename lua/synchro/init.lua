@@ -84,6 +84,13 @@ require("synchro.generator")(synchro, Synchronizer, P)
 require("synchro.proxy")(synchro, Synchronizer, P)
 require("synchro.run")(synchro)
 
+do -- HTTP responses cross by value (lua/synchro/http_response.lua)
+  local ext = debug.getregistry()["synchro.ext"]
+  ext["synchro.http.response"] = function(payload)
+    return require("synchro.http_response").decode(payload)
+  end
+end
+
 --- Closes the Synchronizer: cancels its tasks, lets their cleanup run for
 --- up to `grace` seconds, then stops its thread. Idempotent.
 ---@param grace? number

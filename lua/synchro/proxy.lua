@@ -193,7 +193,7 @@ return function(synchro, Synchronizer, P)
   end
   Proxy.__synchro, FnProxy.__synchro, GenProxy.__synchro =
     proxy_marshal, proxy_marshal, proxy_marshal
-  debug.getregistry()["synchro.own_marshallers"][proxy_marshal] = true
+  require("synchro.kinds").own(proxy_marshal)
 
   local function remote(info, op, ...)
     return call_op(info.ud, false, op, info.id, "method", ...)

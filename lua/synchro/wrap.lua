@@ -129,13 +129,8 @@ return function(synchro, Synchronizer, P)
     return "synchro.fn", ("%d#%d#%s"):format(core.identity(self._ud),
       self._id, self._name)
   end
-  do -- only synchro's own marshallers may produce "synchro.*" kinds
-    local registry = debug.getregistry()
-    local own = registry["synchro.own_marshallers"] or
-      setmetatable({}, { __mode = "k" })
-    registry["synchro.own_marshallers"] = own
-    own[Wrapped.__synchro] = true
-  end
+  -- only synchro's own marshallers may produce "synchro.*" kinds
+  require("synchro.kinds").own(Wrapped.__synchro)
 
   -- The last wrapper of a function gone, the loop side lets the function
   -- (and its upvalues) go: sent after every call this wrapper made, never

@@ -15,5 +15,8 @@ void synchro__process_register(lua_State *L);
 void synchro__workers_register(lua_State *L);
 /* Registers nothing when built without libpq (SYNCHRO_HAVE_PQ). */
 void synchro__pg_register(lua_State *L);
+void synchro__poll_register(lua_State *L);
+/* Registers nothing when built without libcurl. */
+void synchro__http_register(lua_State *L);
 
 #endif

@@ -668,6 +668,8 @@ int synchro__lua_open(lua_State *L) {
   synchro__process_register(L);
   synchro__workers_register(L);
   synchro__pg_register(L);
+  synchro__poll_register(L);
+  synchro__http_register(L);
   synchro__callbacks_register(L);
   synchro__future_register(L);
   return 1;

@@ -67,11 +67,9 @@ do -- how null and bytea come back from another VM
   ext["synchro.pg.null"] = function() return Null end
   ext["synchro.pg.bytea"] = function(s) return pg.bytea(s) end
   -- "synchro.*" kinds are reserved to synchro's own marshallers
-  local own = registry["synchro.own_marshallers"] or
-    setmetatable({}, { __mode = "k" })
-  registry["synchro.own_marshallers"] = own
-  own[getmetatable(Null).__synchro] = true
-  own[Bytea.__synchro] = true
+  local kinds = require "synchro.kinds"
+  kinds.own(getmetatable(Null).__synchro)
+  kinds.own(Bytea.__synchro)
 end
 
 --- Whether lua-cjson was found: json/jsonb columns are decoded and plain
