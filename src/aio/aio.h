@@ -13,5 +13,7 @@ void synchro__udp_register(lua_State *L);
 void synchro__dns_register(lua_State *L);
 void synchro__process_register(lua_State *L);
 void synchro__workers_register(lua_State *L);
+void synchro__signal_register(lua_State *L);
+void synchro__fswatch_register(lua_State *L);
 
 #endif

@@ -551,6 +551,8 @@ int synchro__lua_open(lua_State *L) {
   synchro__dns_register(L);
   synchro__process_register(L);
   synchro__workers_register(L);
+  synchro__signal_register(L);
+  synchro__fswatch_register(L);
   synchro__callbacks_register(L);
   synchro__future_register(L);
   return 1;
