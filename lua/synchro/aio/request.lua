@@ -1,42 +1,12 @@
---- synchro.aio.request: how async code waits for the loop. One helper for
---- a request that completes once (`await`) and one for a handle that
---- delivers events until it is closed (`queue`), with one cancellation
---- policy: a cancelled task stops waiting at once and raises the
---- cancellation; the request is abandoned (its late result is dropped by
---- the C side, which also owns the "VM is gone" rule).
+--- synchro.aio.request: how async code waits for the loop. `queue` is
+--- for a handle that delivers events until it is closed (signals, file
+--- watches), with one cancellation policy: a cancelled task stops waiting
+--- at once and raises the cancellation; the events stay queued.
 local sched = require "synchro.sched"
 
 local M = {}
 
-local pack = sched.pack
-local unpack = table.unpack or unpack
 local ypcall = sched.yieldable_pcalls()
-
---- Calls `start(cb, ...)`, which begins a request and returns an object
---- with `cancel()` (or nil, message, name if it cannot start), then waits
---- until the request calls `cb(results...)` and returns those results.
---- A cancelled task calls `req:cancel()` and raises the cancellation;
---- `on_abandon(results...)`, if given, receives results that arrived for
---- a task that was cancelled before it ran again (to close a file, say).
----@param what string the name for error messages
----@param start fun(cb: fun(...), ...): any, string?, string?
----@param on_abandon? fun(...)
----@return ...
-function M.await(what, start, on_abandon, ...)
-  local task, token = sched.prepare(what)
-  local res
-  local req, msg, code = start(function(...)
-    res = pack(...)
-    task.sched:wake(task, token)
-  end, ...)
-  if not req then return nil, msg, code end
-  local ok, err = ypcall(sched.suspend, task, function() req:cancel() end)
-  if not ok then
-    if res and on_abandon then on_abandon(unpack(res, 1, res.n)) end
-    error(err, 0)
-  end
-  return unpack(res, 1, res.n)
-end
 
 --- A queue of events that a C handle's callback pushes and one task at a
 --- time pops.
