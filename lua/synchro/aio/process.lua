@@ -426,8 +426,8 @@ local function signal_number(sig)
     return sig
   end
   if type(sig) == "string" then
-    local name = sig:upper()
-    return core.signals[name] or core.signals["SIG" .. name]
+    -- one table of names for kill() and aio.signal
+    return (require("synchro.aio.signal").number(sig))
   end
 end
 
