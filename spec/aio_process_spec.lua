@@ -430,7 +430,7 @@ describe("synchro.aio.process", function()
       'bad argument #3 to \'spawn\' (stdout: "pipe", "inherit" or ' ..
         '"ignore" expected, got file)',
       "bad argument #3 to 'spawn' (env.A: string expected, got table)",
-      "bad argument #3 to 'run' (stdin: string expected, got number)",
+      "bad argument #3 to 'run' (stdin: string or function expected, got number)",
       "bad argument #1 to 'read' (stream is not readable)",
       "bad argument #1 to 'write' (stream is not writable)",
       "bad argument #1 to 'write' (stream is closed)",

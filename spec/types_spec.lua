@@ -11,6 +11,7 @@ local internal = {
   ["synchro.proxy"] = true, ["synchro.run"] = true,
   ["synchro.sched"] = true, ["synchro.runtime"] = true,
   ["synchro.check"] = true, ["synchro.kinds"] = true,
+  ["synchro.aio.request"] = true,
   ["synchro.http_response"] = true, -- its class is synchro.aio.http.Response
 }
 

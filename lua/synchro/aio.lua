@@ -185,4 +185,7 @@ aio.is_cancelled = sched.is_cancelled
 
 aio.run_in_thread = require("synchro.aio.thread").run_in_thread
 
+--- Watches a signal: see synchro.aio.signal.
+aio.signal = require("synchro.aio.signal").signal
+
 return aio

@@ -18,5 +18,7 @@ void synchro__pg_register(lua_State *L);
 void synchro__poll_register(lua_State *L);
 /* Registers nothing when built without libcurl. */
 void synchro__http_register(lua_State *L);
+void synchro__signal_register(lua_State *L);
+void synchro__fswatch_register(lua_State *L);
 
 #endif

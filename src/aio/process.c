@@ -18,7 +18,16 @@
  * keeps the object alive while the child runs. If the object is collected
  * anyway (the loop VM closing, at S:close()), a child still running is
  * killed with SIGKILL; when the loop is closing it is also reaped at once
- * (waitpid), since the loop will not run again. */
+ * (waitpid), since the loop will not run again.
+ *
+ * Process groups: with group=true the child is spawned with
+ * UV_PROCESS_DETACHED, so libuv calls setsid() in it: a new session and
+ * a new process group whose id is the child's pid (libuv offers no plain
+ * setpgid). Signals then go to -pid and reach every process the child
+ * started (sh -c 'a & b & wait'), even after the child itself exited; a
+ * pgid is not reused while any member lives. The child has no
+ * controlling terminal, so Ctrl-C at the terminal reaches only this
+ * process, which cancels (and so terminates) the group itself. */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -47,6 +56,8 @@ typedef struct {
 
 struct proc_box {
   loop_proc_t *proc;
+  int pid;
+  int group; /* the child leads its own process group (pgid == pid) */
 };
 
 static void on_closed(uv_handle_t *handle) {
@@ -132,8 +143,9 @@ static char **string_array(lua_State *L, int idx, const char *first,
   return a;
 }
 
-/* core.spawn(file, args, cwd, env, stdio, on_exit) -> proc, pid, stdin,
- * stdout, stderr | nil, message, name. args and env ("NAME=value") are
+/* core.spawn(file, args, cwd, env, stdio, on_exit, group) -> proc, pid,
+ * stdin, stdout, stderr | nil, message, name. group: the child gets its
+ * own process group (see the top). args and env ("NAME=value") are
  * arrays of strings, env nil to inherit; stdio holds three of "pipe",
  * "inherit", "ignore"; the pipes are returned for "pipe", else nil.
  * on_exit(status, term_signal) runs once the child is reaped. */
@@ -147,7 +159,7 @@ static int spawn(lua_State *L) {
   char **argv, **envp = NULL;
   proc_box_t *box;
   loop_proc_t *p;
-  int i, err, exit_ref, top;
+  int i, err, exit_ref, top, group = lua_toboolean(L, 7);
   luaL_checktype(L, 2, LUA_TTABLE);
   if (!lua_isnoneornil(L, 4))
     luaL_checktype(L, 4, LUA_TTABLE);
@@ -181,6 +193,8 @@ static int spawn(lua_State *L) {
   }
   box = lua_newuserdata(L, sizeof(*box));
   box->proc = NULL;
+  box->pid = 0;
+  box->group = group;
   luaL_setmetatable(L, PROC_MT);
   top = lua_gettop(L);
   lua_pushvalue(L, 6);
@@ -198,6 +212,8 @@ static int spawn(lua_State *L) {
   opts.cwd = cwd;
   opts.stdio_count = 3;
   opts.stdio = stdio;
+  if (group)
+    opts.flags |= UV_PROCESS_DETACHED;
   p->handle.data = p;
   p->poll.data = p;
   p->L = S->L;
@@ -221,6 +237,7 @@ static int spawn(lua_State *L) {
   p->exit_ref = exit_ref;
   p->box = box;
   box->proc = p;
+  box->pid = p->handle.pid;
   lua_pushvalue(L, top);
   lua_pushinteger(L, p->handle.pid);
   for (i = 0; i < 3; i++) {
@@ -232,19 +249,43 @@ static int spawn(lua_State *L) {
   return 5;
 }
 
-/* proc:kill(signum) -> true | nil, message, name (ESRCH once it exited:
- * its pid may belong to another process by then). */
+/* proc:kill(signum [, group]) -> true | nil, message, name. Without
+ * group: the child alone, ESRCH once it exited (its pid may belong to
+ * another process by then). With group (a child spawned with its own
+ * group): every process of the group, even after the child exited (ESRCH
+ * once none is left). */
 static int proc_kill(lua_State *L) {
   proc_box_t *box = luaL_checkudata(L, 1, PROC_MT);
   int signum = (int)luaL_checkinteger(L, 2);
   loop_proc_t *p = box->proc;
   int err;
-  if (p == NULL || p->exited)
-    return synchro__push_uv_error(L, UV_ESRCH);
-  err = uv_process_kill(&p->handle, signum);
+  if (lua_toboolean(L, 3)) {
+    if (!box->group)
+      return luaL_argerror(L, 3, "the child has no process group");
+    err = box->pid > 0 ? uv_kill(-box->pid, signum) : UV_ESRCH;
+  } else if (p == NULL || p->exited) {
+    err = UV_ESRCH;
+  } else {
+    err = uv_process_kill(&p->handle, signum);
+  }
   if (err != 0)
     return synchro__push_uv_error(L, err);
   lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.environ() -> { "NAME=value", ... }: this process's environment. */
+static int environ_list(lua_State *L) {
+  uv_env_item_t *items;
+  int n, i, err = uv_os_environ(&items, &n);
+  if (err != 0)
+    return synchro__push_uv_error(L, err);
+  lua_createtable(L, n, 0);
+  for (i = 0; i < n; i++) {
+    lua_pushfstring(L, "%s=%s", items[i].name, items[i].value);
+    lua_rawseti(L, -2, i + 1);
+  }
+  uv_os_free_environ(items, n);
   return 1;
 }
 
@@ -263,6 +304,8 @@ static int proc_gc(lua_State *L) {
   if (!p->exited && !p->closing) {
     pid_t pid = p->handle.pid;
     int status;
+    if (box->group)
+      uv_kill(-pid, SIGKILL);
     uv_process_kill(&p->handle, SIGKILL);
     if (synchro__load(&p->S->state) == SYNCHRO_STATE_RUNNING)
       return 0; /* libuv reaps it; finish() closes the handles */
@@ -299,6 +342,8 @@ void synchro__process_register(lua_State *L) {
   synchro__pipe_register(L);
   lua_pushcfunction(L, spawn);
   lua_setfield(L, -2, "spawn");
+  lua_pushcfunction(L, environ_list);
+  lua_setfield(L, -2, "environ");
   lua_newtable(L);
   for (i = 0; i < sizeof(signals) / sizeof(signals[0]); i++) {
     lua_pushinteger(L, signals[i].num);

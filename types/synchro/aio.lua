@@ -44,6 +44,15 @@ function aio.shield(fn, ...) end
 ---@return ...
 function aio.finally(body, cleanup, ...) end
 
+--- Watches a signal ("sigterm", "SIGHUP", "int", or a number): the
+--- watcher's `:wait([timeout])` awaits the next delivery. See
+--- synchro.aio.signal.
+---@param sig string|integer
+---@return synchro.aio.Signal|nil
+---@return string|nil message
+---@return string|nil code
+function aio.signal(sig) end
+
 --- Waits for a task or a future; returns its results or raises its error.
 ---@async
 ---@param x synchro.Task|synchro.Future

@@ -11,6 +11,7 @@
 --- written its data).
 local core = require "synchro.core"
 local sched = require "synchro.sched"
+local request = require "synchro.aio.request"
 
 local fs = {}
 
@@ -385,5 +386,102 @@ function fs.writefile(path, data, mode)
   end
   return f:close()
 end
+
+-- Watching ------------------------------------------------------------------
+
+---@class synchro.fs.Event
+---@field path string the file that changed (the watched path joined with name)
+---@field name string|nil the name libuv reported, relative to a watched directory
+---@field change "rename"|"change"
+
+--- A watch on a file or directory: iterate it, or call `next([timeout])`.
+---@class synchro.fs.Watch
+local Watch = {}
+Watch.__index = Watch
+fs.Watch = Watch
+
+local watch_options = { "recursive" }
+
+--- Watches a file or a directory for changes (uv_fs_event). Returns a
+--- Watch, which is also the iterator, its state and its to-be-closed
+--- value, so `for ev in fs.watch(dir) do ... end` yields events
+--- `{ path =, name =, change = "rename"|"change" }` and `break` closes it
+--- on Lua 5.4; `w:close()` does on every version (PUC Lua 5.1 cannot
+--- yield in a `for` iterator: use `w:next()` there). A creation, deletion
+--- or rename shows as "rename", a write as "change"; the system may
+--- coalesce events. `recursive` watches subdirectories too where libuv
+--- supports it (macOS, Windows; not Linux's inotify, where only the
+--- directory itself is watched). Returns nil, message, name if the path
+--- cannot be watched (e.g. ENOENT).
+---@param path string
+---@param opts? { recursive: boolean? }
+---@return synchro.fs.Watch|nil watch
+---@return string|nil err
+---@return string|nil code
+---@return synchro.fs.Watch|nil closing
+function fs.watch(path, opts)
+  check_string(path, 1, "watch")
+  opts = require("synchro.check").opts(opts, 2, "watch", watch_options)
+  local q = request.queue()
+  local base = path:gsub("/+$", "")
+  if base == "" then base = "/" end
+  local handle, err, code = core.fs_watch(path, opts.recursive,
+    function(name, events, failed)
+      if failed then
+        q:push({ err = failed })
+        return
+      end
+      local full = name and (base == "/" and "/" .. name or
+        base .. "/" .. name) or path
+      -- both bits: a rename and a change of the same name
+      if events % 2 == 1 then
+        q:push({ path = full, name = name, change = "rename" })
+      end
+      if events >= 2 then
+        q:push({ path = full, name = name, change = "change" })
+      end
+    end)
+  if not handle then return nil, err, code end
+  local w = setmetatable({ handle = handle, q = q, path = path }, Watch)
+  return w, nil, nil, w
+end
+
+--- The next change event, waiting up to `timeout` seconds (default: no
+--- limit). Returns the event; nil once closed; nil, message, name on a
+--- watch error or a timeout ("ETIMEDOUT").
+---@param timeout? number
+---@return synchro.fs.Event|nil event
+---@return string? err
+---@return string? code
+function Watch:next(timeout)
+  if getmetatable(self) ~= Watch then
+    error("bad argument #1 to 'next' (watch expected, got " ..
+      type(self) .. ")", 2)
+  end
+  timeout = require("synchro.check").time(timeout, 1, "next", "timeout")
+  local ev, err, code = self.q:pop("next", timeout)
+  if ev and ev.err then
+    return nil, ev.err .. ": watch failed", ev.err
+  end
+  return ev, err, code
+end
+
+--- The iterator step: the next event, nil once closed (raises on a
+--- watch error, since a `for` loop cannot return one).
+function Watch:__call()
+  local ev, err = self:next()
+  if err then error(err, 2) end
+  return ev
+end
+
+--- Stops watching; a waiting task gets nil. Safe to call twice.
+function Watch:close()
+  if self.handle then
+    self.handle:close()
+    self.handle = nil
+    self.q:close()
+  end
+end
+Watch.__close = Watch.close
 
 return fs

@@ -250,13 +250,37 @@ M.Process = Process
 ---@class synchro.aio.SpawnOptions
 ---@field cwd string? the directory to start in
 ---@field env table<string, string|number>? replaces the environment
+---@field env_add table<string, string|number>? extends the environment (or env)
+---@field group boolean? the child leads its own process group (default true)
+---@field kill_grace number? seconds between SIGTERM and SIGKILL (default 2)
 ---@field stdin "pipe"|"inherit"|"ignore"|nil (run: or the data to feed)
 ---@field stdout "pipe"|"inherit"|"ignore"|nil
 ---@field stderr "pipe"|"inherit"|"ignore"|nil
 
 local STDIO = { pipe = true, inherit = true, ignore = true }
-local OPTIONS = { cwd = true, env = true, stdin = true, stdout = true,
-  stderr = true }
+local OPTIONS = { cwd = true, env = true, env_add = true, stdin = true,
+  stdout = true, stderr = true, group = true, kill_grace = true }
+local KILL_GRACE = 2
+
+local check_time = require("synchro.check").time
+
+-- A table name -> value checked into the map vars (name -> string).
+local function add_vars(vars, t, what, fname)
+  if type(t) ~= "table" then
+    arg_error(3, fname, what .. ": table expected, got " .. type(t), 4)
+  end
+  for k, v in pairs(t) do
+    if type(k) ~= "string" or k:find("=", 1, true) or k == "" then
+      arg_error(3, fname, what .. ": bad variable name " .. tostring(k), 4)
+    end
+    if type(v) == "number" then v = tostring(v) end
+    if type(v) ~= "string" then
+      arg_error(3, fname, ("%s.%s: string expected, got %s")
+        :format(what, k, type(v)), 4)
+    end
+    vars[k] = v
+  end
+end
 
 local function check_options(fname, cmd, args, opts)
   if type(cmd) ~= "string" then
@@ -289,24 +313,34 @@ local function check_options(fname, cmd, args, opts)
   if opts.cwd ~= nil and type(opts.cwd) ~= "string" then
     arg_error(3, fname, "cwd: string expected, got " .. type(opts.cwd), 3)
   end
+  -- env replaces the environment, env_add extends it (or env, if both)
   local env
-  if opts.env ~= nil then
-    if type(opts.env) ~= "table" then
-      arg_error(3, fname, "env: table expected, got " .. type(opts.env), 3)
+  if opts.env ~= nil or opts.env_add ~= nil then
+    local vars = {}
+    if opts.env ~= nil then
+      add_vars(vars, opts.env, "env", fname)
+    else
+      for _, kv in ipairs(core.environ()) do
+        local k, v = kv:match("^([^=]+)=(.*)$")
+        if k then vars[k] = v end
+      end
     end
+    if opts.env_add ~= nil then add_vars(vars, opts.env_add, "env_add", fname) end
     env = {}
-    for k, v in pairs(opts.env) do
-      if type(k) ~= "string" or k:find("=", 1, true) or k == "" then
-        arg_error(3, fname, "env: bad variable name " .. tostring(k), 3)
-      end
-      if type(v) == "number" then v = tostring(v) end
-      if type(v) ~= "string" then
-        arg_error(3, fname, ("env.%s: string expected, got %s")
-          :format(k, type(v)), 3)
-      end
-      env[#env + 1] = k .. "=" .. v
-    end
+    for k, v in pairs(vars) do env[#env + 1] = k .. "=" .. v end
     table.sort(env)
+  end
+  local group = true
+  if opts.group ~= nil then
+    if type(opts.group) ~= "boolean" then
+      arg_error(3, fname, "group: boolean expected, got " ..
+        type(opts.group), 3)
+    end
+    group = opts.group
+  end
+  local grace = KILL_GRACE
+  if opts.kill_grace ~= nil then
+    grace = check_time(opts.kill_grace, 3, fname, "kill_grace")
   end
   local stdio = {}
   for i, name in ipairs({ "stdin", "stdout", "stderr" }) do
@@ -319,11 +353,11 @@ local function check_options(fname, cmd, args, opts)
     end
     stdio[i] = mode
   end
-  return cmd, argv, opts.cwd, env, stdio
+  return cmd, argv, opts.cwd, env, stdio, group, grace
 end
 
-local function start(cmd, argv, cwd, env, stdio)
-  local proc = { waiters = {} }
+local function start(cmd, argv, cwd, env, stdio, group, grace)
+  local proc = { waiters = {}, group = group, kill_grace = grace }
   local handle, pid, stdin, stdout, stderr = core.spawn(cmd, argv, cwd, env,
     stdio, function(status, signal)
       -- A child killed by signal n reports 128 + n, as the shell does.
@@ -335,7 +369,7 @@ local function start(cmd, argv, cwd, env, stdio)
       local waiters = proc.waiters
       proc.waiters = {}
       for w in pairs(waiters) do w() end
-    end)
+    end, group)
   if not handle then
     local msg, name = pid, stdin
     return nil, msg, name
@@ -350,6 +384,12 @@ end
 
 --- Starts `cmd` (looked up in PATH) with the arguments `args`. Options:
 --- `cwd`; `env`, a table name -> value that replaces the environment;
+--- `env_add`, a table name -> value added to the inherited environment
+--- (to `env` when both are given); `group` (default true): the child
+--- leads a new process group (and session: it has no controlling
+--- terminal), so kill(), terminate() and close() reach every process it
+--- started; `kill_grace`: seconds terminate() waits between SIGTERM and
+--- SIGKILL (default 2);
 --- `stdin`, `stdout`, `stderr`: "pipe" (a stream on the Process),
 --- "inherit" (the default: this process's own) or "ignore" (/dev/null).
 --- Returns the Process, or nil, message, name (e.g. ENOENT).
@@ -386,14 +426,15 @@ local function signal_number(sig)
     return sig
   end
   if type(sig) == "string" then
-    local name = sig:upper()
-    return core.signals[name] or core.signals["SIG" .. name]
+    -- one table of names for kill() and aio.signal
+    return (require("synchro.aio.signal").number(sig))
   end
 end
 
 --- Sends a signal (a name like "SIGKILL" or "KILL", or a number; default
---- "SIGTERM"). Returns true, or nil, message, name (ESRCH once the child
---- has exited).
+--- "SIGTERM") to the child's process group (to the child alone if spawned
+--- with `group = false`). Returns true, or nil, message, name (ESRCH once
+--- no process is left to receive it).
 ---@param sig string|integer|nil
 ---@return true|nil ok
 ---@return string? message
@@ -403,14 +444,52 @@ function Process:kill(sig)
   if num == nil then
     arg_error(1, "kill", "unknown signal " .. tostring(sig))
   end
+  if self.group then return self.handle:kill(num, true) end
   if self.code ~= nil then
     return nil, "ESRCH: no such process", "ESRCH"
   end
   return self.handle:kill(num)
 end
 
---- Closes the pipes and, if the child still runs, kills it with SIGKILL
---- (call wait() first to let it finish). Never waits; the child is
+--- Ends the child and its group: SIGTERM, then, unless the child exited
+--- within `grace` seconds (default: the `kill_grace` option), SIGKILL to
+--- whatever is left of the group. Waits for the child to exit; returns
+--- its code and signal as wait() does. A cancellation of the calling
+--- task does not interrupt it (it is cleanup, bounded by the grace).
+---@param grace number?
+---@return integer code
+---@return integer|nil signal
+function Process:terminate(grace)
+  if getmetatable(self) ~= Process then
+    arg_error(1, "terminate", "process expected, got " .. type(self))
+  end
+  if grace == nil then
+    grace = self.kill_grace
+  else
+    grace = check_time(grace, 1, "terminate", "grace")
+  end
+  return sched.shield(function()
+    local aio = require "synchro.aio"
+    self:kill("SIGTERM")
+    if self.code == nil then
+      if grace == nil then
+        self:wait()
+      else
+        aio.timeout(grace, self.wait, self)
+      end
+    end
+    -- the rest of the group, and a child that ignored SIGTERM
+    self:kill("SIGKILL")
+    if self.code == nil and not self.group then
+      self.handle:kill(core.signals.SIGKILL)
+    end
+    return self:wait()
+  end)
+end
+
+--- Closes the pipes and, if the child still runs, kills it (and its
+--- process group) with SIGKILL (call wait() first to let it finish, or
+--- terminate() to give it a grace). Never waits; the child is
 --- reaped when it exits. Safe to call twice.
 function Process:close()
   if self.stdin then self.stdin:close() end
@@ -418,6 +497,7 @@ function Process:close()
   if self.stderr then self.stderr:close() end
   if self.code == nil and not self.killed then
     self.killed = true
+    if self.group then self.handle:kill(core.signals.SIGKILL, true) end
     self.handle:kill(core.signals.SIGKILL)
   end
 end
@@ -433,7 +513,10 @@ local ypcall = sched.yieldable_pcalls()
 --- Options as for spawn, except that `stdin` may be a string to feed to
 --- the child (default: "ignore"), and stdout and stderr default to "pipe"
 --- (with "inherit" or "ignore" the result is nil). If the task is
---- cancelled, the child is killed. Returns nil, message, name if the
+--- cancelled (or times out), the child and its process group are
+--- terminated: SIGTERM, SIGKILL after `kill_grace`. `stdin` may also be
+--- a function, called for chunks to write until it returns nil, while
+--- the output is read. Returns nil, message, name if the
 --- child cannot start.
 ---@param cmd string
 ---@param args string[]?
@@ -449,8 +532,9 @@ function M.run(cmd, args, opts)
     for k, v in pairs(opts or {}) do o[k] = v end
     local input = o.stdin
     if input ~= nil and input ~= "inherit" and input ~= "ignore" then
-      if type(input) ~= "string" then
-        arg_error(3, "run", "stdin: string expected, got " .. type(input))
+      if type(input) ~= "string" and type(input) ~= "function" then
+        arg_error(3, "run", "stdin: string or function expected, got " ..
+          type(input))
       end
       o.stdin = "pipe"
     end
@@ -458,9 +542,10 @@ function M.run(cmd, args, opts)
     o.stdout = o.stdout or "pipe"
     o.stderr = o.stderr or "pipe"
   end
-  local _, argv, cwd, env, stdio = check_options("run", cmd, args, o)
+  local _, argv, cwd, env, stdio, group, grace =
+    check_options("run", cmd, args, o)
   local input = o.stdin == "pipe" and opts.stdin or nil
-  local proc, msg, code = start(cmd, argv, cwd, env, stdio)
+  local proc, msg, code = start(cmd, argv, cwd, env, stdio, group, grace)
   if not proc then return nil, msg, code end
   local r = pack(ypcall(function()
     local aio = require "synchro.aio"
@@ -470,7 +555,16 @@ function M.run(cmd, args, opts)
     local function feed()
       if proc.stdin then
         -- EPIPE if the child did not read it all: not an error here
-        if input ~= "" then proc.stdin:write(input) end
+        if type(input) == "function" then
+          -- chunk by chunk, while the output is read
+          while true do
+            local chunk = input()
+            if chunk == nil or chunk == "" then break end
+            if not proc.stdin:write(chunk) then break end
+          end
+        elseif input ~= "" then
+          proc.stdin:write(input)
+        end
         proc.stdin:close()
       end
     end
@@ -480,6 +574,8 @@ function M.run(cmd, args, opts)
     if err[2] then return nil, err[2], err[3] end
     return out[1], err[1], c, s
   end))
+  -- cancelled, timed out or failed: end the child's whole group
+  if not r[1] then proc:terminate() end
   proc:close()
   if not r[1] then error(r[2], 0) end
   return (table.unpack or unpack)(r, 2, r.n)

@@ -1,6 +1,7 @@
 ---@meta synchro.aio.fs
 
 ---@class synchro.aio.fs
+---@field Watch synchro.fs.Watch the class of watchers (see fs.watch)
 local fs = {}
 
 --- Flag bits for open() given as an integer (O_RDONLY, O_WRONLY, O_RDWR,
@@ -236,5 +237,50 @@ function fs.readfile(path) end
 ---@return string? err
 ---@return string? code
 function fs.writefile(path, data, mode) end
+
+local Watch = {}
+
+---@class synchro.fs.Event
+---@field path string the file that changed (the watched path joined with name)
+---@field name string|nil the name libuv reported, relative to a watched directory
+---@field change "rename"|"change"
+
+--- A watch on a file or directory: iterate it, or call `next([timeout])`.
+---@class synchro.fs.Watch
+
+--- Watches a file or a directory for changes (uv_fs_event). Returns a
+--- Watch, which is also the iterator, its state and its to-be-closed
+--- value, so `for ev in fs.watch(dir) do ... end` yields events
+--- `{ path =, name =, change = "rename"|"change" }` and `break` closes it
+--- on Lua 5.4; `w:close()` does on every version (PUC Lua 5.1 cannot
+--- yield in a `for` iterator: use `w:next()` there). A creation, deletion
+--- or rename shows as "rename", a write as "change"; the system may
+--- coalesce events. `recursive` watches subdirectories too where libuv
+--- supports it (macOS, Windows; not Linux's inotify, where only the
+--- directory itself is watched). Returns nil, message, name if the path
+--- cannot be watched (e.g. ENOENT).
+---@param path string
+---@param opts? { recursive: boolean? }
+---@return synchro.fs.Watch|nil watch
+---@return string|nil err
+---@return string|nil code
+---@return synchro.fs.Watch|nil closing
+function fs.watch(path, opts) end
+
+--- The next change event, waiting up to `timeout` seconds (default: no
+--- limit). Returns the event; nil once closed; nil, message, name on a
+--- watch error or a timeout ("ETIMEDOUT").
+---@param timeout? number
+---@return synchro.fs.Event|nil event
+---@return string? err
+---@return string? code
+function Watch:next(timeout) end
+
+--- The iterator step: the next event, nil once closed (raises on a
+--- watch error, since a `for` loop cannot return one).
+function Watch:__call() end
+
+--- Stops watching; a waiting task gets nil. Safe to call twice.
+function Watch:close() end
 
 return fs

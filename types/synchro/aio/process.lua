@@ -90,6 +90,16 @@ function Process:wait() end
 ---@return string? name
 function Process:kill(sig) end
 
+--- Ends the child and its group: SIGTERM, then, unless the child exited
+--- within `grace` seconds (default: the `kill_grace` option), SIGKILL to
+--- whatever is left of the group. Waits for the child to exit; returns
+--- its code and signal as wait() does. A cancellation of the calling
+--- task does not interrupt it (it is cleanup, bounded by the grace).
+---@param grace number?
+---@return integer code
+---@return integer|nil signal
+function Process:terminate(grace) end
+
 --- Closes the pipes and, if the child still runs, kills it with SIGKILL
 --- (call wait() first to let it finish). Never waits; the child is
 --- reaped when it exits. Safe to call twice.
