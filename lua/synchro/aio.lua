@@ -147,9 +147,10 @@ function aio.current()
 end
 
 -- The I/O modules load on first use: aio.fs, aio.tcp, aio.udp, aio.dns,
--- aio.process. Tasks' synchronization (channel, event, semaphore, lock,
--- interval) comes from synchro.aio.sync.
-local lazy = { fs = true, tcp = true, udp = true, dns = true, process = true }
+-- aio.process, aio.stream. Tasks' synchronization (channel, event, semaphore,
+-- lock, interval) comes from synchro.aio.sync.
+local lazy = { fs = true, tcp = true, udp = true, dns = true, process = true,
+  stream = true }
 setmetatable(aio, {
   __index = function(t, k)
     if lazy[k] then
@@ -165,6 +166,12 @@ for k, v in pairs(require "synchro.aio.sync") do aio[k] = v end
 function aio.is_cancelled(err)
   return err == sched.Cancelled
 end
+
+--- A read-only stream on fd 0 (see synchro.aio.stream.stdin).
+---@return synchro.aio.Stream|synchro.aio.Tty|nil
+---@return string|nil message
+---@return string|nil code
+function aio.stdin() return require("synchro.aio.stream").stdin() end
 
 aio.run_in_thread = require("synchro.aio.thread").run_in_thread
 

@@ -448,4 +448,48 @@ Stream.__close = Stream.close
 function Stream:is_closed() return self.closed end
 
 
+-- stdin and TTYs ----------------------------------------------------------
+
+--- A TTY stream: the one stream plus the terminal's own methods.
+---@class synchro.aio.Tty: synchro.aio.Stream
+local Tty = M.class({})
+M.Tty = Tty
+
+--- Turns raw mode on (true: bytes arrive as typed, no echo) or off.
+---@param raw boolean
+---@return true|nil
+---@return string|nil message
+---@return string|nil code
+function Tty:set_raw(raw)
+  check_stream(self, "set_raw")
+  return self.h:set_mode(raw)
+end
+
+--- The terminal's width and height in characters.
+---@return integer|nil width
+---@return integer|string height, or the error message
+---@return string|nil code
+function Tty:winsize()
+  check_stream(self, "winsize")
+  return self.h:winsize()
+end
+
+local stdin_stream
+
+--- A read-only stream on this process's fd 0 (a pipe or a TTY, which
+--- is then a synchro.aio.Tty); the same stream on every call while it is
+--- open. A regular file or /dev/null cannot be streamed: nil, "EINVAL:
+--- ...", "EINVAL" (read it with aio.fs).
+---@return synchro.aio.Stream|synchro.aio.Tty|nil
+---@return string|nil message
+---@return string|nil code
+function M.stdin()
+  if stdin_stream and not stdin_stream.closed then return stdin_stream end
+  local h, kind, code = require("synchro.core").stdio_stream(0)
+  if not h then return nil, kind, code end
+  stdin_stream = M.new(h, kind == "tty" and Tty or Stream,
+    { writable = false })
+  return stdin_stream
+end
+
 return M
