@@ -26,7 +26,8 @@ describe("synchro.aio.stream", function()
         w, r = p.stdin, p.stdout
         done = function() p:close(); p:wait() end
       end
-      local res = { pcall(case, w, r, aio) }
+      local ypcall = require("synchro.sched").yieldable_pcalls()
+      local res = { ypcall(case, w, r, aio) }
       done()
       return res
     end)(kind)
@@ -65,7 +66,10 @@ describe("synchro.aio.stream", function()
           "EOF: connection closed after 0 of 1 bytes", "EOF" }, res[2])
       end)
 
-      it("iterates lines()", function()
+      -- PUC Lua 5.1 cannot yield from a for iterator
+      local can_yield_in_for = _VERSION ~= "Lua 5.1" or jit ~= nil
+      local it_lines = can_yield_in_for and it or pending
+      it_lines("iterates lines()", function()
         local res = over(kind, function(w, r)
           assert(w:write("x\r\ny\nz"))
           w:close()
@@ -105,11 +109,12 @@ describe("synchro.aio.stream", function()
       it("misuse raises naming the argument", function()
         local res = over(kind, function(w, r)
           local e = {}
-          e[1] = select(2, pcall(r.read_line, r, { keep = true }))
-          e[2] = select(2, pcall(r.read_line, r, 5))
+          local ypcall = require("synchro.sched").yieldable_pcalls()
+          e[1] = select(2, ypcall(r.read_line, r, { keep = true }))
+          e[2] = select(2, ypcall(r.read_line, r, 5))
           w:close()
-          e[3] = select(2, pcall(w.write, w, "x"))
-          e[4] = select(2, pcall(r.read_until, r, ""))
+          e[3] = select(2, ypcall(w.write, w, "x"))
+          e[4] = select(2, ypcall(r.read_until, r, ""))
           return e
         end)
         assert.is_true(res[1])
@@ -132,7 +137,11 @@ describe("synchro.aio.stream", function()
         local s = assert(aio.stdin())
         assert(aio.stdin() == s)
         local t = {}
-        for line in s:lines() do t[#t + 1] = line end
+        while true do
+          local line = s:read_line()
+          if not line then break end
+          t[#t + 1] = line
+        end
         return table.concat(t, ",")
       end)
       io.write(f())
