@@ -10,8 +10,8 @@ local sched = require "synchro.sched"
 local check = require "synchro.check"
 
 local concat = table.concat
-local type, tostring, setmetatable, getmetatable, error =
-  type, tostring, setmetatable, getmetatable, error
+local type, tostring, setmetatable, getmetatable, error, pairs =
+  type, tostring, setmetatable, getmetatable, error, pairs
 local argerror, check_opts = check.argerror, check.opts
 
 local M = {}
@@ -172,10 +172,13 @@ end
 ---@param methods table
 ---@return table class
 function M.class(methods)
+  -- Stream's methods are copied, not inherited: one lookup per call.
+  for k, v in pairs(Stream) do
+    if methods[k] == nil then methods[k] = v end
+  end
   methods.__index = methods
-  methods.__close = Stream.close
   classes[methods] = true
-  return setmetatable(methods, { __index = Stream })
+  return methods
 end
 
 --- Whether x is a stream (of any transport).
