@@ -89,6 +89,15 @@ local function stop_reading(self)
   end
 end
 
+-- Wakes the task waiting for data, if any.
+local function wake_reader(self)
+  local reader = self.reader
+  if reader then
+    self.reader = nil
+    reader.sched:wake(reader, self.reader_token)
+  end
+end
+
 -- The read callback: buffers data (or notes the end), wakes the reader,
 -- and stops reading unless a task is waiting again.
 local function on_read(self, data, msg, code)
@@ -111,11 +120,7 @@ local function on_read(self, data, msg, code)
       self.h:close()
     end
   end
-  local reader = self.reader
-  if reader then
-    self.reader = nil
-    reader.sched:wake(reader, self.reader_token)
-  end
+  wake_reader(self)
   if self.reader == nil then stop_reading(self) end
 end
 
@@ -438,11 +443,7 @@ function Stream:close()
   if not self.err_code then
     self.err_msg, self.err_code = CLOSED_MSG, CLOSED_CODE
   end
-  local reader = self.reader
-  if reader then
-    self.reader = nil
-    reader.sched:wake(reader, self.reader_token)
-  end
+  wake_reader(self)
 end
 Stream.__close = Stream.close
 
