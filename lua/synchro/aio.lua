@@ -160,11 +160,11 @@ function aio.current()
 end
 
 -- The I/O modules load on first use: aio.fs, aio.tcp, aio.udp, aio.dns,
--- aio.process, aio.pg. Tasks' synchronization (channel, event, semaphore,
--- lock, interval) comes from synchro.aio.sync.
+-- aio.process, aio.pg, aio.stream. Tasks' synchronization (channel,
+-- event, semaphore, lock, interval) comes from synchro.aio.sync.
 -- aio.poll is a function of synchro.aio.poll, loaded on first use too.
 local lazy = { fs = true, tcp = true, udp = true, dns = true, process = true,
-  pg = true, poll = "poll", http = true }
+  pg = true, poll = "poll", http = true, stream = true }
 setmetatable(aio, {
   __index = function(t, k)
     if lazy[k] then
@@ -182,6 +182,12 @@ for k, v in pairs(require "synchro.aio.sync") do aio[k] = v end
 ---@param err any
 ---@return boolean
 aio.is_cancelled = sched.is_cancelled
+
+--- A read-only stream on fd 0 (see synchro.aio.stream.stdin).
+---@return synchro.aio.Stream|synchro.aio.Tty|nil
+---@return string|nil message
+---@return string|nil code
+function aio.stdin() return require("synchro.aio.stream").stdin() end
 
 aio.run_in_thread = require("synchro.aio.thread").run_in_thread
 

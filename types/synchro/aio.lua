@@ -53,6 +53,13 @@ function aio.finally(body, cleanup, ...) end
 ---@return string|nil code
 function aio.signal(sig) end
 
+--- A read-only stream on fd 0 (a pipe, a file or a TTY; the same one on
+--- every call): see synchro.aio.stream.stdin.
+---@return synchro.aio.Stream|synchro.aio.Tty|nil
+---@return string|nil message
+---@return string|nil code
+function aio.stdin() end
+
 --- Waits for a task or a future; returns its results or raises its error.
 ---@async
 ---@param x synchro.Task|synchro.Future

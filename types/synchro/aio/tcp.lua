@@ -24,6 +24,19 @@ function Stream:read(n) end
 ---@return string|nil code
 function Stream:read_line() end
 
+--- An iterator over the lines (as read_line returns them), for
+--- `for line in s:lines() do ... end`; it raises on an I/O error.
+---@param opts {keep_newline: boolean?}|nil
+---@return fun(): string|nil
+function Stream:lines(opts) end
+
+--- Reads until the end of the stream and returns everything (maybe ""),
+--- or nil, msg, code on an error.
+---@return string|nil data
+---@return string|nil message
+---@return string|nil code
+function Stream:read_all() end
+
 --- Reads up to `delim` and returns the data before it; `delim` is
 --- consumed. If the stream ends first: nil, "EOF: ...", "EOF" (what was
 --- read stays buffered).
