@@ -258,9 +258,11 @@ static void wake_if_parked(void *ud) {
 }
 
 int synchro__send(synchro_t *S, synchro_msg_t *msg) {
+  /* read before the push: once pushed, msg belongs to the loop thread */
+  int cancel = msg->kind == SYNCHRO_MSG_CANCEL;
   int err = synchro__mailbox_push_then(&S->mailbox, msg, wake_if_parked, S);
   /* after the push: the watch hook that sees attention finds the message */
-  if (err == 0 && msg->kind == SYNCHRO_MSG_CANCEL)
+  if (err == 0 && cancel)
     __atomic_store_n(&S->attention, 1, __ATOMIC_SEQ_CST);
   return err;
 }
