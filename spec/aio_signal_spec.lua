@@ -13,6 +13,11 @@ describe("synchro.aio.signal", function()
 
   it("a child script waiting on sigterm gets it and writes its marker",
     function()
+      if (os.getenv("LD_PRELOAD") or ""):find("san", 1, true) then
+        -- the sanitizer runtime preloaded into the child's interpreter
+        -- changes its signal handling; the plain suites run this case
+        return pending("not under a preloaded sanitizer runtime")
+      end
       local marker = util.tmpname()
       local h = util.spawn_lua(([[
         local synchro = require "synchro"
