@@ -70,11 +70,13 @@ describe("documentation examples, exactly", function()
         -- a bound that catches a hang, not a slow machine: these run in
         -- well under a second when idle
         local code = util.wait_exit(h, 120)
+        local stacks = code == nil and util.stacks(h)
         local got = output_lines(util.read(h.out) or "")
         local err = util.read(h.err) or ""
         util.cleanup(h)
         assert.are.equal(0, code, code == nil and
-          "still running after 120 s; stderr:\n" .. err or err)
+          "still running after 120 s; stderr:\n" .. err .. "\nstacks:\n" ..
+          stacks or err)
         assert.are.same(ex.wanted, got)
       end)
     end

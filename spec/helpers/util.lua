@@ -80,11 +80,28 @@ function util.kill(h, sig)
   os.execute(("kill -%s %s 2>/dev/null"):format(sig, h.pid))
 end
 
---- Waits for the child to exit; returns its exit code (nil on timeout).
-function util.wait_exit(h, timeout)
-  util.wait_for(function() return util.read(h.code) end, timeout)
+-- The exit code once the shell has written it (the file exists, empty,
+-- between its creation and the write).
+local function exit_code(h)
   local code = util.read(h.code)
   return code and tonumber(code:match("%d+"))
+end
+
+--- Waits for the child to exit; returns its exit code (nil on timeout).
+function util.wait_exit(h, timeout)
+  util.wait_for(function() return exit_code(h) end, timeout)
+  return exit_code(h)
+end
+
+--- The stacks of every thread of the child (for the message of a test
+--- that found it hung), or a note saying why there are none.
+function util.stacks(h)
+  if not h.pid then return "(no pid)" end
+  local p = io.popen(("gdb -p %s -batch -ex 'thread apply all bt' 2>&1")
+    :format(h.pid))
+  local text = p:read("*a")
+  p:close()
+  return text
 end
 
 function util.cleanup(h)
