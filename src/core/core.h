@@ -175,6 +175,10 @@ struct synchro_call {
   /* S->inflight links, under S->inflight_lock (synchro__call_track). */
   synchro_call_t *inflight_prev, *inflight_next;
   int inflight;
+  /* The integer that names the call to the loop VM's runtime (see
+   * dispatch.c); 0 until dispatched and after the reply. Loop thread
+   * only. */
+  int64_t loop_key;
 };
 
 synchro_call_t *synchro__call_new(synchro_t *S, int op, int64_t fn_id);
