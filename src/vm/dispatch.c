@@ -130,6 +130,7 @@ void synchro__dispatch(synchro_t *S, lua_State *L, synchro_msg_t *msg) {
   switch (msg->kind) {
   case SYNCHRO_MSG_CALL: {
     synchro_call_t *call = (synchro_call_t *)msg;
+    int64_t key;
     synchro__call_track(call);
     /* Calls queued before the close began still start (see
      * synchro__loop_attend); later ones are refused. */
@@ -154,7 +155,8 @@ void synchro__dispatch(synchro_t *S, lua_State *L, synchro_msg_t *msg) {
       fail_call(L, call, SYNCHRO_CALL_ERROR);
       break;
     }
-    lua_pushinteger(L, (lua_Integer)call->loop_key);
+    key = call->loop_key;
+    lua_pushinteger(L, (lua_Integer)key);
     lua_pushinteger(L, (lua_Integer)call->fn_id);
     n = synchro__marshal_decode(L, call->args.data, call->args.len);
     if (n < 0) {
@@ -164,7 +166,9 @@ void synchro__dispatch(synchro_t *S, lua_State *L, synchro_msg_t *msg) {
       break;
     }
     if (lua_pcall(L, 2 + n, 0, 0) != 0) {
-      if (call->loop_key != 0) /* not replied to before the error */
+      /* Not replied to before the error? A reply dropped the loop's
+       * reference, so only the key table may be read, not the call. */
+      if (key_find(&r->keys, (lua_Integer)key) == call)
         fail_call(L, call, SYNCHRO_CALL_ERROR);
       else
         report(L, "call");
