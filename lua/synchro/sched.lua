@@ -586,7 +586,9 @@ function M.yieldable_pcalls()
     return finish(co, handler, co_resume(co, co_yield(...)))
   end
   local function ypcall_impl(handler, fn, ...)
-    if type(fn) ~= "function" then -- a callable table or userdata
+    -- a callable table or userdata, or a C function (5.1's coroutines
+    -- take Lua functions only)
+    if type(fn) ~= "function" or debug.getinfo(fn, "S").what == "C" then
       local callable = fn
       fn = function(...) return callable(...) end
     end
