@@ -36,10 +36,17 @@ return function(synchro, Synchronizer, P)
     error(err, 0)
   end
 
+  -- A step's error arrives as (err, traceback, cancelled): a
+  -- cancellation as its message, made one again here.
+  local function step_error(err, tb, cancelled)
+    if cancelled then return sched.cancelled(err), tb end
+    return err, tb
+  end
+
   local function finish_step(it, kind, ...)
     if kind == "item" then return ... end
     it.closed = true
-    if kind == "error" then raise_remote(...) end
+    if kind == "error" then raise_remote(step_error(...)) end
     return nil
   end
 
@@ -72,6 +79,7 @@ return function(synchro, Synchronizer, P)
     local r = sched.pack(call_op(it.ud, it.aio, OP_GEN_NEXT, it.gid,
       "generator", how, value, cancelled))
     if r[1] ~= "item" then it.closed = true end
+    if r[1] == "error" then r[2], r[3] = step_error(r[2], r[3], r[4]) end
     return r
   end
 

@@ -294,7 +294,13 @@ local function gen_done(task, ok)
   if ok then
     deliver(gen, "end")
   else
-    deliver(gen, "error", task.err, format_traceback(task))
+    -- results cross as data: a cancellation as its message (and a flag)
+    local err = task.err
+    if sched.is_cancelled(err) then
+      deliver(gen, "error", tostring(err), format_traceback(task), true)
+    else
+      deliver(gen, "error", err, format_traceback(task))
+    end
   end
 end
 
@@ -315,6 +321,9 @@ local function gen_next(gid, how, value, cancelled)
     if how == "throw" then
       gens[gid] = nil
       gen.consumer = nil
+      if sched.is_cancelled(value) then
+        return "error", tostring(value), "", true
+      end
       return "error", value, ""
     end
     gen.state = "running"
