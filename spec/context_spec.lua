@@ -42,7 +42,7 @@ describe("context managers", function()
         -- a plain close(err), whose result never suppresses
         local Res = {}
         Res.__index = Res
-        function Res:close(err)
+        function Res.close(_, err)
           note("close " .. text(err))
           return true
         end

@@ -260,10 +260,6 @@ return function(synchro, Synchronizer, P)
     proxy_marshal, proxy_marshal, proxy_marshal
   require("synchro.kinds").own(proxy_marshal)
 
-  local function remote(info, op, ...)
-    return call_op(info.ud, false, op, info.id, "method", ...)
-  end
-
   function Proxy.__index(p, key)
     local info = pinfo(p)
     if key == "aio" then

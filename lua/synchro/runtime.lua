@@ -506,7 +506,13 @@ end
 -- Operators on a proxy, run here on the objects (the proxy operands
 -- arrive as the objects themselves).
 local operators = {
-  len = function(a) return #a end,
+  len = function(a) -- # on a table ignores __len on 5.1 and LuaJIT
+    local mt = getmetatable(a)
+    if type(mt) == "table" and rawget(mt, "__len") then
+      return rawget(mt, "__len")(a)
+    end
+    return #a
+  end,
   unm = function(a) return -a end,
   concat = function(a, b) return a .. b end,
   add = function(a, b) return a + b end,
