@@ -181,8 +181,7 @@ return function(synchro, Synchronizer, P)
     if ud == nil then
       local ok, found = pcall(core.synchronizer, ident)
       if not ok then
-        error("a value of a synchronizer that is gone (closed and " ..
-          "collected)", 0)
+        error("no such synchronizer (made up, or closed and collected)", 0)
       end
       ud = found
       synchro._known[ident] = ud
