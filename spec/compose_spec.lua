@@ -232,6 +232,27 @@ describe("composing across synchronizers", function()
     local t0 = util.now()
     it:close()
     assert.is_true(util.now() - t0 < 2.5, "close waited for the cleanup")
+    -- negative is 0: close does not wait at all; math.huge: no limit
+    local at_once = S1:wrap_generator(function()
+      local aio = require "synchro.aio"
+      local ok = pcall(synchro.emit, 1)
+      if not ok then aio.shield(aio.sleep, 0.2) end
+    end, { close_timeout = -1 })
+    it = at_once()
+    it()
+    t0 = util.now()
+    it:close()
+    assert.is_true(util.now() - t0 < 2.5)
+    local patient = S1:wrap_generator(function()
+      local aio = require "synchro.aio"
+      local ok = pcall(synchro.emit, 1)
+      if not ok then aio.shield(aio.sleep, 0.2) end
+      done_cleanup = true -- luacheck: ignore
+    end, { close_timeout = math.huge })
+    it = patient()
+    it()
+    it:close()
+    assert.is_true(S1:wrap(function() return done_cleanup end)()) -- luacheck: ignore
     assert.has_error(function()
       S1:wrap_generator(function() end, { close_timeout = 0 / 0 })
     end, "bad argument #2 to 'wrap_generator' (close_timeout is NaN)")

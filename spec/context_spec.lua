@@ -231,6 +231,29 @@ describe("context managers", function()
         "rollback inner cancelled", "exit run cancelled" }, take())
     end)
 
+  it("enters and exits 50 context managers at once from one scheduler",
+    function()
+      local scope = synchro.contextmanager(cm.scope)
+      local r = synchro.run(function()
+        local fns = {}
+        for i = 1, 50 do
+          fns[i] = function()
+            return synchro.with(cm.tx("c" .. i), function(v)
+              return synchro.with(scope("s" .. i), function(w)
+                synchro.aio.sleep(0.001 * (i % 5))
+                return v .. "/" .. w
+              end)
+            end)
+          end
+        end
+        return { synchro.gather((table.unpack or unpack)(fns)) }
+      end)
+      assert.are.equal(50, #r)
+      assert.are.equal("value of c7/inside s7", r[7])
+      local events = take()
+      assert.are.equal(50 * 4, #events)
+    end)
+
   it("fails clearly when the object's synchronizer closed", function()
     local S2 = synchro.new({ name = "gone" })
     S2:wrap(function()

@@ -152,6 +152,8 @@ describe("faithful proxies", function()
     local D = S:wrap(Derived)
     assert.are.equal("hello from base", D.new().hello())
     assert.are.equal(Base, getmetatable(Derived)) -- ours is left as it was
+    assert.has_error(function() S:wrap(Derived, { timeout = 1 }) end,
+      "bad argument #2 to 'wrap' (no options for a class)")
     assert.has_error(function() S:wrap_class(42) end,
       "bad argument #1 to 'wrap_class' (table expected, got number)")
     local ok, err = pcall(S.wrap_class, S, { f = io.stdout })

@@ -244,7 +244,10 @@ return function(synchro, Synchronizer, P)
       end
       return fn
     end
-    if type(fn) == "table" then return self:wrap_class(fn, opts) end
+    if type(fn) == "table" then
+      if opts ~= nil then argerror(2, "wrap", "no options for a class") end
+      return self:wrap_class(fn)
+    end
     if type(fn) ~= "function" then
       argerror(1, "wrap", "function expected, got " .. type(fn))
     end
