@@ -114,7 +114,7 @@ return function(synchro, Synchronizer, P)
   function Iterator.__gc(self)
     -- collected without close: this copy is gone, without waiting here
     -- (the last copy gone stops the generator)
-    if not self.released then
+    if not self.released and not self.closed then -- (ended: gone there)
       self.released = true
       pcall(core.post, self.ud, OP_GEN_RELEASE, self.gid, self.close_timeout)
     end
