@@ -343,9 +343,19 @@ function Task:cancel() end
 --- An object of a loop VM seen from another VM: its methods are wrapped
 --- (`obj:m(...)` blocks or awaits, `obj.aio:m(...)` and `obj.m.aio(obj,
 --- ...)` await, `obj.m.future(obj, ...)` gives a Future), its fields are
---- read remotely.
+--- read remotely; operators, `#`, `tostring`, `..`, calls and `pairs`
+--- (5.2+; `synchro.pairs` everywhere) run the object's metamethods on the
+--- loop. Two proxies of one object are `==`; a proxy equals nothing else.
 ---@class synchro.Proxy
 ---@field aio table the same object, with methods that await
 ---@field [string] any
+---@operator len: integer
+---@operator concat(any): any
+---@operator add(any): any
+---@operator sub(any): any
+---@operator mul(any): any
+---@operator div(any): any
+---@operator unm: any
+---@operator call(...): any
 
 return synchro
