@@ -67,13 +67,41 @@ function synchro.generator(fn) end
 ---@return F
 function synchro.nowrap(fn) end
 
---- Runs `fn(obj)`, then closes obj (a proxy's remote `__close` or
---- `close`), also when fn raises; returns fn's results.
----@generic T
----@param obj T
----@param fn fun(obj: T): ...
+--- Runs `fn` with what obj's enter gives (`__enter`, else an `enter`
+--- method; obj itself without one), then obj's exit with fn's error (nil
+--- when fn returned), also when fn raised or its task was cancelled:
+--- `__exit(obj, err)` (else `exit`), whose `true` suppresses the error,
+--- else `__close(obj, err)` (else `close`). Works the same on proxies (the
+--- methods run on the loop). Returns fn's results (nothing once an error
+--- was suppressed). An error in enter skips the exit; an error in the exit
+--- replaces fn's.
+---@param obj any
+---@param fn fun(...): ...
 ---@return ...
 function synchro.with(obj, fn) end
+
+---@class synchro.GeneratorContext
+--- What a factory of `synchro.contextmanager` returns: for `synchro.with`
+--- (or, on 5.4, a `<close>` variable, which runs the exit part alone).
+
+--- Python's `asynccontextmanager`: `gen` is a wrapped generator (or a
+--- generator of a wrapped module) that emits once. `synchro.with(cm(...),
+--- body)` runs it up to its emit, passes what it emitted to body, then
+--- resumes it there: with nothing if body returned, or with body's error
+--- raised at the emit (so a `pcall` around `synchro.emit` sees it; ending
+--- without raising suppresses the error).
+---@param gen synchro.Generator
+---@return fun(...): synchro.GeneratorContext
+function synchro.contextmanager(gen) end
+
+--- `pairs` that also iterates a proxy (the remote object's own keys and
+--- values, read in one round trip) on every Lua: PUC 5.1 and LuaJIT's
+--- `pairs()` do not honour `__pairs`.
+---@param t any
+---@return fun(): any, any
+---@return any
+---@return any
+function synchro.pairs(t) end
 
 --- Inside a generator (on the loop): hands the values to the consumer and
 --- waits until it asks for the next item; returns what it sent
@@ -129,18 +157,38 @@ local Synchronizer = {}
 --- Wraps an async function: `f(...)` blocks until it returns (or awaits,
 --- inside async code), `f.aio(...)` awaits, `f.future(...)` returns a
 --- Future, `f.sync(...)` always blocks. The function's code and upvalues
---- are copied to the loop VM now.
+--- are copied to the loop VM now. What is wrapped already (a wrapped
+--- function or generator, a proxy) is returned as it is (a wrapped
+--- function with opts: a new wrapper of it with those options); a table
+--- is a class (`S:wrap_class`).
 ---@generic F: function
 ---@param fn F
 ---@param opts? synchro.WrapOptions
 ---@return F|synchro.Wrapped<F>
 function Synchronizer:wrap(fn, opts) end
 
---- Wraps an async generator (it emits items with `synchro.emit`).
+---@class synchro.GeneratorOptions
+--- close_timeout: seconds `it:close()` waits for the generator's cleanup
+--- (default: the Synchronizer's grace)
+---@field close_timeout? number
+
+--- Wraps an async generator (it emits items with `synchro.emit`). The
+--- generator, and its live iterators, cross to any VM (arguments, results,
+--- upvalues) and run on this loop wherever they are stepped.
 ---@generic F: function
 ---@param fn F
+---@param opts? synchro.GeneratorOptions
 ---@return synchro.Generator<F>
-function Synchronizer:wrap_generator(fn) end
+function Synchronizer:wrap_generator(fn, opts) end
+
+--- Copies a class (a table of methods used as its objects' metatable,
+--- with the tables it inherits from through metatables) into the loop VM
+--- and returns a proxy of it: `Cls.new(...)` runs there, and the objects
+--- it makes are proxies.
+---@generic T: table
+---@param cls T
+---@return T|synchro.Proxy
+function Synchronizer:wrap_class(cls) end
 
 --- `require(name)` on the loop, returned for plain code as a proxy: its
 --- functions are wrapped, functions marked with `synchro.generator` are
@@ -295,9 +343,19 @@ function Task:cancel() end
 --- An object of a loop VM seen from another VM: its methods are wrapped
 --- (`obj:m(...)` blocks or awaits, `obj.aio:m(...)` and `obj.m.aio(obj,
 --- ...)` await, `obj.m.future(obj, ...)` gives a Future), its fields are
---- read remotely.
+--- read remotely; operators, `#`, `tostring`, `..`, calls and `pairs`
+--- (5.2+; `synchro.pairs` everywhere) run the object's metamethods on the
+--- loop. Two proxies of one object are `==`; a proxy equals nothing else.
 ---@class synchro.Proxy
 ---@field aio table the same object, with methods that await
 ---@field [string] any
+---@operator len: integer
+---@operator concat(any): any
+---@operator add(any): any
+---@operator sub(any): any
+---@operator mul(any): any
+---@operator div(any): any
+---@operator unm: any
+---@operator call(...): any
 
 return synchro

@@ -10,6 +10,8 @@ local synchro = {
   Cancelled = sched.Cancelled,
   -- identity -> synchronizer userdata, for proxies that come back
   _known = setmetatable({}, { __mode = "v" }),
+  -- identity -> grace, for bounds that default to it
+  _graces = {},
   -- functions marked in async modules (see synchro.generator, nowrap)
   _marks = {
     generator = setmetatable({}, { __mode = "k" }),
@@ -57,6 +59,7 @@ function synchro.new(opts)
   }, Synchronizer)
   core.set_slow(S._ud, opts.slow or 0.1)
   synchro._known[core.identity(S._ud)] = S._ud
+  synchro._graces[core.identity(S._ud)] = S.grace
   return S
 end
 

@@ -16,6 +16,7 @@ return function(synchro, Synchronizer, P)
   end
   local current_awaiter, start = P.current_awaiter, P.start_generator
   local ypcall = sched.yieldable_pcalls()
+  local unpack = table.unpack or unpack
 
   -- Objects and modules -----------------------------------------------------
   -- A loop object that cannot be copied arrives as a proxy: reading a field
@@ -24,25 +25,36 @@ return function(synchro, Synchronizer, P)
   -- object again. The same remote object gives the same proxy while it
   -- lives; collecting the last one releases the object on the loop.
 
-  local Proxy = {}    -- object proxies
-  local FnProxy = {}  -- function proxies
-  local GenProxy = {} -- generator function proxies
-  local proxies = setmetatable({}, { __mode = "v" }) -- "identity#id" -> proxy
+  -- A proxy holds nothing itself (pairs shows only the object's keys):
+  -- what it needs is in infos[proxy]. On PUC 5.1 and LuaJIT a proxy is a
+  -- userdata, so that #, __gc and the rest apply to it as they do to
+  -- tables on 5.2+.
+  local use_udata = _VERSION == "Lua 5.1" and newproxy ~= nil
+  local protos = {}
+  local function proxy_class()
+    if not use_udata then return {} end
+    local proto = newproxy(true)
+    local mt = getmetatable(proto)
+    protos[mt] = proto
+    return mt
+  end
+  local function new_proxy(mt)
+    if use_udata then return newproxy(protos[mt]) end
+    return setmetatable({}, mt)
+  end
 
-  local function pinfo(p) return rawget(p, "\0synchro") end
+  local Proxy = proxy_class()    -- object proxies
+  local FnProxy = proxy_class()  -- function proxies
+  local GenProxy = proxy_class() -- generator function proxies
+  local proxies = setmetatable({}, { __mode = "v" }) -- "identity#id" -> proxy
+  local infos = setmetatable({}, { __mode = "k" })   -- proxy -> its info
+
+  local function pinfo(p) return infos[p] end
 
   local function release(info)
     if not info.released and core.state(info.ud) == "running" then
       info.released = true
       pcall(core.post, info.ud, OP.RELEASE_OBJECT, info.id, info.exports)
-    end
-  end
-
-  local function anchor_gc(info)
-    if _VERSION == "Lua 5.1" and newproxy then -- no __gc on 5.1 tables
-      local u = newproxy(true)
-      getmetatable(u).__gc = function() release(info) end
-      info.anchor = u
     end
   end
 
@@ -54,35 +66,82 @@ return function(synchro, Synchronizer, P)
   ---@return boolean
   function synchro.is_proxy(x)
     local mt = getmetatable(x)
-    return mt == Proxy or mt == FnProxy or mt == GenProxy
+    return mt ~= nil and (mt == Proxy or mt == FnProxy or mt == GenProxy)
+  end
+
+  -- Whether code run by a metamethod of each kind may yield on this Lua
+  -- (PUC 5.1 cannot; tostring() is a C function everywhere): where it
+  -- cannot, a proxy's metamethod blocks for its answer, even in async
+  -- code, rather than fail with "attempt to yield across a C-call
+  -- boundary".
+  local function yields_in(event, make, action)
+    local obj = new_proxy(proxy_class())
+    getmetatable(obj)[event] = function()
+      coroutine.yield()
+      return make()
+    end
+    if not use_udata then setmetatable(obj, getmetatable(obj)) end
+    local co = coroutine.create(function() return action(obj) end)
+    local ok = coroutine.resume(co)
+    if not ok or coroutine.status(co) ~= "suspended" then return false end
+    return (coroutine.resume(co))
+  end
+  local function one() return 1 end
+  local yieldable = {
+    index = yields_in("__index", one, function(o) return o.x end),
+    newindex = yields_in("__newindex", one, function(o) o.x = 1 end),
+    call = yields_in("__call", one, function(o) return o() end),
+    len = yields_in("__len", one, function(o) return #o end),
+    concat = yields_in("__concat", one, function(o) return o .. "" end),
+    arith = yields_in("__add", one, function(o) return o + 1 end),
+    compare = yields_in("__lt", function() return true end,
+      function(o) return o < o end),
+    tostring = yields_in("__tostring", function() return "" end, tostring),
+  }
+
+  -- Runs op on the proxy's object: awaits in async code where a yield is
+  -- possible (how: a key of yieldable), else blocks.
+  local function remote_in(how, info, op, ...)
+    if yieldable[how] or not sched.in_task() then
+      return call_op(info.ud, false, op, info.id, "method", ...)
+    end
+    return core_call({ _ud = info.ud, _op = op, _id = info.id,
+      _name = "method" }, ...)
   end
 
   local function make_proxy(ud, ident, id, kind)
-    local info = { ud = ud, id = id, exports = 1 }
+    local info = { ud = ud, id = id, exports = 1, key = ident .. "#" .. id }
     local p
     if kind == "o" then
-      p = setmetatable({ ["\0synchro"] = info }, Proxy)
+      p = new_proxy(Proxy)
       info.methods = {}
     elseif kind == "g" then
-      p = setmetatable({ ["\0synchro"] = info }, GenProxy)
-      p.aio = function(...) return start({ _ud = ud, _start_op =
-        OP.GEN_START_OBJECT, _id = id }, true, ...) end
+      p = new_proxy(GenProxy)
+      info.fields = { aio = function(...) return start({ _ud = ud,
+        _start_op = OP.GEN_START_OBJECT, _id = id }, true, ...) end }
     else
-      p = setmetatable({ ["\0synchro"] = info }, FnProxy)
+      p = new_proxy(FnProxy)
       local target = { _ud = ud, _op = OP.CALL_OBJECT, _id = id,
         _name = "method" }
-      p.aio = function(...)
-        local await = current_awaiter()
-        if not await then
-          error("'.aio' must be called from async code", 2)
-        end
-        return await(core_submit(ud, target, ...))
-      end
-      p.future = function(...) return core_submit(ud, target, ...) end
-      p.sync = function(...) return core_call(target, ...) end
+      info.fields = {
+        aio = function(...)
+          local await = current_awaiter()
+          if not await then
+            error("'.aio' must be called from async code", 2)
+          end
+          return await(core_submit(ud, target, ...))
+        end,
+        future = function(...) return core_submit(ud, target, ...) end,
+        sync = function(...) return core_call(target, ...) end,
+      }
     end
-    anchor_gc(info)
-    proxies[ident .. "#" .. id] = p
+    infos[p] = info
+    if not use_udata and _VERSION == "Lua 5.1" then -- no __gc on 5.1 tables
+      local u = newproxy(true)
+      getmetatable(u).__gc = function() release(info) end
+      info.anchor = u
+    end
+    proxies[info.key] = p
     return p
   end
 
@@ -92,10 +151,9 @@ return function(synchro, Synchronizer, P)
     if ident == nil then error("malformed synchro.obj payload", 0) end
     ident, id = tonumber(ident), tonumber(id)
     if ident == core.loop_identity() then -- back home on its own loop
-      return require("synchro.runtime").object(id)
+      return require("synchro.runtime").object_home(id)
     end
-    local ud = synchro._known[ident]
-    if ud == nil then error("a proxy of an unknown synchronizer", 0) end
+    local ud = P.synchronizer_of(ident)
     local p = proxies[ident .. "#" .. id]
     if p then
       local info = pinfo(p)
@@ -186,18 +244,21 @@ return function(synchro, Synchronizer, P)
     debug.getregistry()["synchro.ext"][kind] = decode
   end
 
-  -- How a proxy goes back to its loop: as the object it stands for.
+  -- How a proxy crosses: back to its loop, as the object it stands for;
+  -- anywhere else, as a proxy of it that owns one more reference, sent
+  -- ahead (and given back when it arrives home: runtime.object_home).
   local function proxy_marshal(p)
     local info = pinfo(p)
-    return "synchro.obj", core.identity(info.ud) .. "#" .. info.id .. "#o"
+    pcall(core.post, info.ud, OP.RETAIN_OBJECT, info.id)
+    local kind = "o"
+    local mt = getmetatable(p)
+    if mt == FnProxy then kind = "f" elseif mt == GenProxy then kind = "g" end
+    return "synchro.obj", ("%d#%d#%s"):format(core.identity(info.ud), info.id,
+      kind)
   end
   Proxy.__synchro, FnProxy.__synchro, GenProxy.__synchro =
     proxy_marshal, proxy_marshal, proxy_marshal
   require("synchro.kinds").own(proxy_marshal)
-
-  local function remote(info, op, ...)
-    return call_op(info.ud, false, op, info.id, "method", ...)
-  end
 
   function Proxy.__index(p, key)
     local info = pinfo(p)
@@ -210,7 +271,7 @@ return function(synchro, Synchronizer, P)
     end
     local cached = info.methods[key]
     if cached ~= nil then return cached end
-    local v = remote(info, OP.GET_FIELD, key)
+    local v = remote_in("index", info, OP.GET_FIELD, key)
     if synchro.is_proxy(v) and getmetatable(v) ~= Proxy then
       info.methods[key] = v -- methods rarely change: one round trip each
     end
@@ -220,15 +281,23 @@ return function(synchro, Synchronizer, P)
   function Proxy.__newindex(p, key, value)
     local info = pinfo(p)
     info.methods[key] = nil
-    remote(info, OP.SET_FIELD, key, value)
+    remote_in("newindex", info, OP.SET_FIELD, key, value)
   end
 
+  local function fields_index(p, key) return pinfo(p).fields[key] end
+  FnProxy.__index, GenProxy.__index = fields_index, fields_index
+
+  local function refuse_newindex()
+    error("a proxy of a remote function has no fields to set", 2)
+  end
+  FnProxy.__newindex, GenProxy.__newindex = refuse_newindex, refuse_newindex
+
   function Proxy.__call(p, ...)
-    return remote(pinfo(p), OP.CALL_OBJECT, ...)
+    return remote_in("call", pinfo(p), OP.CALL_OBJECT, ...)
   end
 
   function FnProxy.__call(p, ...)
-    return remote(pinfo(p), OP.CALL_OBJECT, ...)
+    return remote_in("call", pinfo(p), OP.CALL_OBJECT, ...)
   end
 
   function GenProxy.__call(p, ...)
@@ -237,23 +306,84 @@ return function(synchro, Synchronizer, P)
       _id = info.id }, false, ...)
   end
 
-  --- Runs the remote object's __close (else its close method), once.
-  function Proxy.__close(p)
+  --- Runs the remote object's exit (see synchro.with) with the error the
+  --- block raised (nil when none), once; on Lua 5.4 a `<close>` variable.
+  function Proxy.__close(p, err)
     local info = pinfo(p)
     if info.closed then return end
     info.closed = true
-    remote(info, OP.CLOSE_OBJECT)
+    local value, cancelled = P.sendable_error(err)
+    remote_in("call", info, OP.CLOSE_OBJECT, value, cancelled)
   end
 
-  local function proxy_gc(p) release(pinfo(p)) end
+  local function proxy_gc(p)
+    local info = pinfo(p)
+    if info then release(info) end
+  end
   Proxy.__gc, FnProxy.__gc, GenProxy.__gc = proxy_gc, proxy_gc, proxy_gc
 
-  local function proxy_tostring(p)
-    local info = pinfo(p)
-    return ("synchro.Proxy(#%d)"):format(info.id)
+  -- Two proxies of one object are equal (in one VM they are one proxy);
+  -- a proxy equals nothing else.
+  local function proxy_eq(a, b)
+    local ia, ib = pinfo(a), pinfo(b)
+    return ia ~= nil and ib ~= nil and ia.key == ib.key
   end
-  Proxy.__tostring, FnProxy.__tostring, GenProxy.__tostring =
-    proxy_tostring, proxy_tostring, proxy_tostring
+  Proxy.__eq, FnProxy.__eq, GenProxy.__eq = proxy_eq, proxy_eq, proxy_eq
+
+  local function default_text(p)
+    local mt = getmetatable(p)
+    local what = mt == Proxy and "Proxy" or mt == FnProxy and "Function" or
+      "Generator"
+    return ("synchro.%s(#%d)"):format(what, pinfo(p).id)
+  end
+
+  -- The object's own tostring if its metatable has __tostring.
+  function Proxy.__tostring(p)
+    local text = remote_in("tostring", pinfo(p), OP.META_OBJECT, "tostring", p)
+    if type(text) == "string" then return text end
+    return default_text(p)
+  end
+  FnProxy.__tostring, GenProxy.__tostring = default_text, default_text
+
+  -- Operators run on the loop, on the objects (the proxy operand crosses
+  -- home as its object; the other operand is copied, or is an object too).
+  local function operator(name, how)
+    return function(a, b)
+      local p = synchro.is_proxy(a) and a or b
+      return remote_in(how, pinfo(p), OP.META_OBJECT, name, a, b)
+    end
+  end
+  Proxy.__len = operator("len", "len")
+  Proxy.__concat = operator("concat", "concat")
+  Proxy.__unm = operator("unm", "arith")
+  Proxy.__lt = operator("lt", "compare")
+  Proxy.__le = operator("le", "compare")
+  for _, name in ipairs({ "add", "sub", "mul", "div", "mod", "pow", "idiv",
+    "band", "bor", "bxor", "shl", "shr", "bnot" }) do
+    Proxy["__" .. name] = operator(name, "arith")
+  end
+
+  -- The object's own keys and values, read at once (one round trip), then
+  -- iterated here.
+  local function proxy_pairs(p)
+    local keys, values, n = remote_in("call", pinfo(p), OP.META_OBJECT,
+      "pairs", p)
+    local i = 0
+    return function()
+      i = i + 1
+      if i <= n then return keys[i], values[i] end
+    end, p, nil
+  end
+  Proxy.__pairs = proxy_pairs
+
+  --- pairs() that also iterates a proxy's remote object (its own keys and
+  --- values) on every Lua (PUC 5.1 and LuaJIT's pairs() ignore __pairs).
+  ---@param t any
+  ---@return function, any, any
+  function synchro.pairs(t)
+    if getmetatable(t) == Proxy then return proxy_pairs(t) end
+    return pairs(t)
+  end
 
   --- require(name) on the loop and return it for plain code: its functions
   --- become wrapped functions (blocking, .aio, .future), functions marked
@@ -294,29 +424,199 @@ return function(synchro, Synchronizer, P)
     return fn
   end
 
-  --- Runs fn(obj) and then closes obj (a proxy's remote __close or close,
-  --- or obj:close()), also when fn raises; returns fn's results.
+  -- Context managers ----------------------------------------------------------
+
+  -- A local object's method: the metamethod meta, else the field name.
+  local function cm_method(v, meta, name)
+    local mt = getmetatable(v)
+    if type(mt) == "table" and rawget(mt, meta) ~= nil then
+      return rawget(mt, meta)
+    end
+    if type(v) == "table" or type(mt) == "table" then
+      local ok, m = pcall(function() return v[name] end)
+      if ok then return m end
+    end
+  end
+
+  --- The enter of a context manager: __enter(v), else v:enter(); their
+  --- results are the body's arguments. Without either, v itself.
+  local function cm_enter(v)
+    if getmetatable(v) == Proxy then
+      return remote_in("call", pinfo(v), OP.ENTER_OBJECT)
+    end
+    local enter = cm_method(v, "__enter", "enter")
+    if enter == nil then return v end
+    return enter(v)
+  end
+
+  --- The exit of a context manager, given the body's error (nil when it
+  --- returned): __exit(v, err), else v:exit(err), whose result true
+  --- suppresses the error; else __close(v, err), else v:close(err), whose
+  --- result is ignored. Returns whether err is suppressed.
+  local function cm_exit(v, err)
+    if getmetatable(v) == Proxy then
+      local value, cancelled = P.sendable_error(err)
+      return remote_in("call", pinfo(v), OP.CLOSE_OBJECT, value, cancelled)
+        == true
+    end
+    local exit = cm_method(v, "__exit", "exit")
+    if exit ~= nil then return exit(v, err) == true end
+    local close = cm_method(v, "__close", "close")
+    if close ~= nil then close(v, err) end
+    return false
+  end
+  -- the loop side's ENTER_OBJECT and CLOSE_OBJECT (runtime.lua)
+  synchro._cm_enter, synchro._cm_exit = cm_enter, cm_exit
+
+  --- Runs fn with what obj's enter gives (obj itself by default), then
+  --- obj's exit with fn's error (nil if fn returned), also when fn raised
+  --- or its task was cancelled (the exit runs shielded). An exit
+  --- (`__exit`/`exit`) that returns true suppresses the error; a
+  --- `__close`/`close` is called with it. Returns fn's results (nothing
+  --- when an error was suppressed). An error in enter is raised without
+  --- running exit; an error in exit is raised in place of fn's.
   ---@param obj any
-  ---@param fn fun(obj: any): ...
+  ---@param fn fun(...): ...
   ---@return ...
   function synchro.with(obj, fn)
     if type(fn) ~= "function" then
       argerror(2, "with", "function expected, got " .. type(fn))
     end
-    local r = sched.pack(pcall(fn, obj))
-    local close
-    if getmetatable(obj) == Proxy then
-      close = Proxy.__close
+    local entered = sched.pack(cm_enter(obj))
+    local r = sched.pack(ypcall(fn, unpack(entered, 1, entered.n)))
+    local err = nil
+    if not r[1] then err = r[2] end
+    local suppressed
+    if sched.in_task() then
+      suppressed = sched.shield(cm_exit, obj, err)
     else
-      local mt = getmetatable(obj)
-      close = (type(mt) == "table" and mt.__close) or
-        (type(obj) == "table" and obj.close)
+      suppressed = cm_exit(obj, err)
     end
-    if close then
-      local ok, err = pcall(close, obj)
-      if r[1] and not ok then error(err, 0) end
+    if not r[1] then
+      if suppressed then return end
+      error(r[2], 0)
     end
-    if not r[1] then error(r[2], 0) end
-    return (table.unpack or unpack)(r, 2, r.n)
+    return unpack(r, 2, r.n)
+  end
+
+  -- Context managers made of generators (synchro.contextmanager).
+  local GenCM = {}
+  GenCM.__index = GenCM
+
+  local function raise_remote(err, tb)
+    if type(err) == "string" and type(tb) == "string" and tb ~= "" then
+      error(err .. "\n" .. tb, 0)
+    end
+    error(err, 0)
+  end
+
+  function GenCM.__enter(cm)
+    if cm.it ~= nil then
+      error("a context manager of synchro.contextmanager is entered once " ..
+        "(call the factory again for another)", 0)
+    end
+    local it = cm.gen(unpack(cm.args, 1, cm.args.n))
+    cm.it = it
+    local r = P.step_raw(it, "next")
+    if r[1] == "end" then
+      error("the generator of a context manager ended without emitting", 0)
+    elseif r[1] == "error" then
+      raise_remote(r[2], r[3])
+    end
+    return unpack(r, 2, r.n)
+  end
+
+  -- Whether what the generator raised is the error thrown into it.
+  local function same_error(raised, thrown)
+    if rawequal(raised, thrown) then return true end
+    if sched.is_cancelled(raised) and sched.is_cancelled(thrown) then
+      return true
+    end
+    local ok, text = pcall(tostring, thrown)
+    return ok and raised == text
+  end
+
+  function GenCM.__exit(cm, err)
+    local it = cm.it
+    if it == nil or it.closed then return false end
+    local r
+    if err == nil then
+      r = P.step_raw(it, "next")
+    else
+      r = P.step_raw(it, "throw", err)
+    end
+    if r[1] == "item" then
+      it:close()
+      error("the generator of a context manager emitted more than once", 0)
+    elseif r[1] == "end" then
+      return err ~= nil -- it handled the error: suppressed
+    elseif err ~= nil and same_error(r[2], err) then
+      return false -- it let the body's error go on
+    end
+    raise_remote(r[2], r[3])
+  end
+
+  -- `local c <close> = cm(...)` (5.4) runs only the exit part: with the
+  -- error, which it cannot suppress. Entering needs synchro.with.
+  function GenCM.__close(cm, err) GenCM.__exit(cm, err) end
+
+  --- Python's asynccontextmanager: gen is a wrapped generator (or one of
+  --- a wrapped module) that emits once. `synchro.with(cm(...), body)`
+  --- starts it, passes what it emits to body, then resumes it: where it
+  --- emitted, it gets nothing if body returned, or body's error raised
+  --- there (a pcall around synchro.emit sees it; handling it without
+  --- raising suppresses it).
+  ---@param gen synchro.Generator
+  ---@return fun(...): table
+  function synchro.contextmanager(gen)
+    local mt = getmetatable(gen)
+    if mt ~= P.WrappedGen and mt ~= GenProxy then
+      argerror(1, "contextmanager", "wrapped generator expected, got " ..
+        type(gen))
+    end
+    return function(...)
+      return setmetatable({ gen = gen, args = sched.pack(...) }, GenCM)
+    end
+  end
+
+  -- Classes -----------------------------------------------------------------
+
+  --- Copies a class (a table of methods, used as its objects' metatable,
+  --- with the tables it inherits from through metatables) into the loop
+  --- VM and returns a proxy of it there: `Cls.new(...)` (any field that is
+  --- a function) runs on the loop, and the objects it makes are proxies.
+  ---@param cls table
+  ---@return table
+  function Synchronizer:wrap_class(cls)
+    check_self(self, "wrap_class")
+    if type(cls) ~= "table" then
+      argerror(1, "wrap_class", "table expected, got " .. type(cls))
+    end
+    local chain, mts = {}, {}
+    local t = cls
+    while type(t) == "table" and #chain < 64 do
+      local seen = false
+      for i = 1, #chain do seen = seen or rawequal(chain[i], t) end
+      if seen then break end
+      chain[#chain + 1] = t
+      t = debug.getmetatable(t)
+    end
+    -- the copy takes the chain without its links, then links it again
+    for i = 1, #chain do
+      mts[i] = debug.getmetatable(chain[i])
+      debug.setmetatable(chain[i], nil)
+    end
+    local n = #chain
+    local ok, id = pcall(core.define, self._ud, function()
+      for i = 1, n - 1 do setmetatable(chain[i], chain[i + 1]) end
+      return require("synchro.runtime").as_object(chain[1])
+    end)
+    for i = 1, #chain do debug.setmetatable(chain[i], mts[i]) end
+    if not ok then
+      argerror(1, "wrap_class", (tostring(id):gsub("^bad argument #%d+ " ..
+        "to '%w+' %((.*)%)$", "%1")))
+    end
+    local w = P.make_wrapped(self._ud, id, "class")
+    return w()
   end
 end

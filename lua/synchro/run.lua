@@ -8,6 +8,7 @@ local argerror = check.argerror
 
 return function(synchro)
   local aio = require "synchro.aio"
+  local ypcall, yxpcall = sched.yieldable_pcalls()
 
   -- synchro.run: a scheduler on the calling thread --------------------------
 
@@ -105,9 +106,17 @@ return function(synchro)
       timer = timers.new, now = core.now }
     local s = sched.new(backend)
     local main_task = s:spawn(main, ...)
+    -- PUC 5.1: while it runs, tasks get the pcall and xpcall they may
+    -- yield through, as on a loop (outside a task they are the plain ones)
+    local plain_pcall, plain_xpcall = pcall, xpcall
+    if ypcall ~= plain_pcall then _G.pcall, _G.xpcall = ypcall, yxpcall end
     core.inbox_enter()
-    local r = sched.pack(pcall(run_loop, s, main_task, backend, timers))
+    local r = sched.pack(plain_pcall(run_loop, s, main_task, backend, timers))
     core.inbox_leave()
+    if ypcall ~= plain_pcall then
+      if rawget(_G, "pcall") == ypcall then _G.pcall = plain_pcall end
+      if rawget(_G, "xpcall") == yxpcall then _G.xpcall = plain_xpcall end
+    end
     if not r[1] then error(r[2], 0) end
     return (table.unpack or unpack)(r, 2, r.n)
   end

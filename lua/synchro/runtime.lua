@@ -260,13 +260,22 @@ end
 local gens, next_gen = {}, 0
 local unpack = table.unpack or unpack
 
+-- An error sent by the consumer (it:throw, a context manager's body
+-- error): a cancellation crosses as its message and is one again here.
+local function received_error(value, cancelled)
+  if cancelled then return sched.cancelled(value) end
+  return value
+end
+R.received_error = received_error
+
 local function gen_start(id, ...)
   local fn = fns[id]
   if type(fn) ~= "function" then
     error(fn or ("no function with id " .. tostring(id)), 0)
   end
   next_gen = next_gen + 1
-  gens[next_gen] = { fn = fn, args = sched.pack(...), state = "new" }
+  gens[next_gen] = { fn = fn, args = sched.pack(...), state = "new",
+    refs = 1 }
   return next_gen
 end
 
@@ -285,14 +294,21 @@ local function gen_done(task, ok)
   if ok then
     deliver(gen, "end")
   else
-    deliver(gen, "error", task.err, format_traceback(task))
+    -- results cross as data: a cancellation as its message (and a flag)
+    local err = task.err
+    if sched.is_cancelled(err) then
+      deliver(gen, "error", tostring(err), format_traceback(task), true)
+    else
+      deliver(gen, "error", err, format_traceback(task))
+    end
   end
 end
 
 --- A step of the consumer: how is "next", "send" (value is what emit
 --- returns) or "throw" (value is raised at the emit). Returns "item",
 --- values... or "end", or "error", err, traceback.
-local function gen_next(gid, how, value)
+local function gen_next(gid, how, value, cancelled)
+  value = received_error(value, cancelled)
   local gen = gens[gid]
   if gen == nil or gen.state == "done" then
     gens[gid] = nil
@@ -305,6 +321,9 @@ local function gen_next(gid, how, value)
     if how == "throw" then
       gens[gid] = nil
       gen.consumer = nil
+      if sched.is_cancelled(value) then
+        return "error", tostring(value), "", true
+      end
       return "error", value, ""
     end
     gen.state = "running"
@@ -342,21 +361,63 @@ function R.emit(...)
   return r.value
 end
 
---- Closes a generator: cancels it if it runs and waits for its cleanup.
-local function gen_close(gid)
+-- Waits (shielded) for task to end, at most seconds (nil: no limit).
+local function settle_within(task, seconds)
+  if task.state == "done" then return end
+  local me = sched.task("generator close")
+  local token, expired = nil, false
+  local timer = backend.timer(function()
+    expired = true
+    if token then loop:wake(me, token) end
+  end)
+  if seconds then timer:start(seconds) end
+  local joiners = task.joiners or {}
+  task.joiners = joiners
+  joiners[#joiners + 1] = function() if token then loop:wake(me, token) end end
+  sched.shield(function()
+    while task.state ~= "done" and not expired do
+      local _
+      _, token = sched.prepare("generator close")
+      sched.suspend(me)
+      token = nil
+    end
+  end)
+  timer:close()
+end
+
+--- Closes a generator: cancels it if it runs and waits for its cleanup,
+--- at most timeout seconds (nil: no limit); after that it finishes on
+--- its own.
+local function gen_close(gid, timeout)
   local gen = gens[gid]
   gens[gid] = nil
   if gen and gen.task and gen.task.state ~= "done" then
     loop:cancel(gen.task)
-    sched.shield(function() pcall(gen.task.join, gen.task) end)
+    settle_within(gen.task, timeout)
   end
+end
+
+-- An iterator crossed to another VM (see Iterator.__synchro): one more
+-- holder. The last holder's release closes the generator (in the
+-- background: nobody waits for a collected iterator).
+local function gen_retain(gid)
+  local gen = gens[gid]
+  if gen then gen.refs = gen.refs + 1 end
+end
+
+local function gen_release(gid, timeout)
+  local gen = gens[gid]
+  if gen == nil then return end
+  gen.refs = gen.refs - 1
+  if gen.refs <= 0 then gen_close(gid, timeout) end
 end
 
 --- A generator given as a function (a proxy of a marked module function).
 local function gen_start_object(oid, ...)
   local fn = R.object(oid)
   next_gen = next_gen + 1
-  gens[next_gen] = { fn = fn, args = sched.pack(...), state = "new" }
+  gens[next_gen] = { fn = fn, args = sched.pack(...), state = "new",
+    refs = 1 }
   return next_gen
 end
 
@@ -364,6 +425,8 @@ op("GEN_START", gen_start)
 op("GEN_START_OBJECT", gen_start_object)
 op("GEN_NEXT", gen_next)
 op("GEN_CLOSE", gen_close)
+op("GEN_RETAIN", gen_retain)
+op("GEN_RELEASE", gen_release)
 
 --- The number of generators alive (for leak checks).
 function R.gen_count() return sched.count(gens) end
@@ -410,13 +473,95 @@ op("SET_FIELD", function(id, key, value) R.object(id)[key] = value end)
 
 op("CALL_OBJECT", function(id, ...) return R.object(id)(...) end)
 
---- Runs an object's __close metamethod, else its close method.
-op("CLOSE_OBJECT", function(id)
+-- A context manager's exit and enter, by synchro.with's rule (proxy.lua).
+op("CLOSE_OBJECT", function(id, err, cancelled)
+  return require("synchro")._cm_exit(R.object(id),
+    received_error(err, cancelled))
+end)
+
+op("ENTER_OBJECT", function(id)
+  return require("synchro")._cm_enter(R.object(id))
+end)
+
+--- One more proxy of object id exists elsewhere (a proxy forwarded by a
+--- VM that holds one): sent before that proxy's payload leaves.
+op("RETAIN_OBJECT", function(id)
+  if exports[id] then exports[id] = exports[id] + 1 end
+end)
+
+--- Gives back the reference a proxy's payload brought home (see
+--- proxy_marshal): the object itself is what the receiver gets.
+function R.object_home(id)
   local v = R.object(id)
-  local mt = getmetatable(v)
-  if type(mt) == "table" and mt.__close then return mt.__close(v) end
-  local close = v.close
-  if close ~= nil then return close(v) end
+  local left = (exports[id] or 0) - 1
+  if left > 0 then
+    exports[id] = left
+  else
+    objects[id], exports[id] = nil, nil
+    object_ids[v] = nil
+  end
+  return v
+end
+
+-- Operators on a proxy, run here on the objects (the proxy operands
+-- arrive as the objects themselves).
+local operators = {
+  len = function(a) -- # on a table ignores __len on 5.1 and LuaJIT
+    local mt = getmetatable(a)
+    if type(mt) == "table" and rawget(mt, "__len") then
+      return rawget(mt, "__len")(a)
+    end
+    return #a
+  end,
+  unm = function(a) return -a end,
+  concat = function(a, b) return a .. b end,
+  add = function(a, b) return a + b end,
+  sub = function(a, b) return a - b end,
+  mul = function(a, b) return a * b end,
+  div = function(a, b) return a / b end,
+  mod = function(a, b) return a % b end,
+  pow = function(a, b) return a ^ b end,
+  lt = function(a, b) return a < b end,
+  le = function(a, b) return a <= b end,
+  tostring = function(a)
+    local mt = getmetatable(a)
+    if type(mt) == "table" and rawget(mt, "__tostring") then
+      return tostring(a)
+    end
+    return nil
+  end,
+  -- the object's own keys and values (through __pairs where Lua honours
+  -- it), as two lists
+  pairs = function(a)
+    local keys, values, n = {}, {}, 0
+    local iter, state, init
+    local mt = getmetatable(a)
+    if type(mt) == "table" and rawget(mt, "__pairs") then
+      iter, state, init = rawget(mt, "__pairs")(a)
+    elseif type(a) == "table" then
+      iter, state, init = next, a, nil
+    else
+      error("attempt to iterate over a " .. type(a) .. " value", 0)
+    end
+    local k, v = iter(state, init)
+    while k ~= nil do
+      n = n + 1
+      keys[n], values[n] = k, v
+      k, v = iter(state, k)
+    end
+    return keys, values, n
+  end,
+}
+for name, src in pairs({ idiv = "a // b", band = "a & b", bor = "a | b",
+  bxor = "a ~ b", shl = "a << b", shr = "a >> b", bnot = "~a" }) do
+  local fn = (loadstring or load)("local a, b = ... return " .. src)
+  if fn then operators[name] = fn end -- Lua 5.3+
+end
+
+op("META_OBJECT", function(_, event, a, b)
+  local fn = operators[event]
+  if fn == nil then error("unknown operator " .. tostring(event), 0) end
+  return fn(a, b)
 end)
 
 --- The caller dropped n proxies of object id.
@@ -469,25 +614,30 @@ local function loop_wrapped(id)
   return w
 end
 
-R.ext = {
-  -- "identity#id#name" (see Wrapped.__synchro): the payload brought one
-  -- reference to function id, which the copy made here owns.
-  ["synchro.fn"] = function(payload)
-    local ident, id, name = payload:match("^(%d+)#(%d+)#(.*)$")
-    if ident == nil then error("malformed synchro.fn payload", 0) end
-    ident, id = tonumber(ident), tonumber(id)
-    if ident == core.loop_identity() then return loop_wrapped(id) end
-    -- another synchronizer's function: awaited from this loop's tasks
-    return require("synchro")._make_wrapped(core.synchronizer(ident), id,
-      name)
-  end,
-}
+-- A wrapped function of this loop decoded here (synchro.fn, see wrap.lua).
+R.loop_wrapped = loop_wrapped
+
+-- Forwarded from here (to another loop, back to a caller): it is this
+-- synchronizer's wrapped function there, owning one more reference.
+function LoopWrapped.__synchro(w)
+  retain_fn(w.id)
+  return "synchro.fn", ("%d#%d#%s"):format(identity, w.id, "function")
+end
+require("synchro.kinds").own(LoopWrapped.__synchro)
+
+-- Objects passed on whole as proxies (see R.as_object).
+local AsObject = {}
+function AsObject.__synchro(ref) return export(ref.v) end
+require("synchro.kinds").own(AsObject.__synchro)
+
+--- v (a table without a metatable, say a class) crossing as a proxy
+--- rather than as a copy.
+function R.as_object(v) return setmetatable({ v = v }, AsObject) end
 
 do
   local registry = debug.getregistry()
   local ext = registry["synchro.ext"] or {}
   registry["synchro.ext"] = ext
-  for name, decode in pairs(R.ext) do ext[name] = decode end
   registry["synchro.proxy_exporter"] = export
 end
 

@@ -173,14 +173,81 @@ return function(synchro, Synchronizer, P)
   end
   synchro._make_wrapped = make_wrapped
 
+  -- The synchronizer (its userdata) that identity names, in any VM: one
+  -- made here, or a reference taken from the process-wide table (a
+  -- payload forwarded from a third VM).
+  local function synchronizer_of(ident)
+    local ud = synchro._known[ident]
+    if ud == nil then
+      local ok, found = pcall(core.synchronizer, ident)
+      if not ok then
+        error("no such synchronizer (made up, or closed and collected)", 0)
+      end
+      ud = found
+      synchro._known[ident] = ud
+    end
+    return ud
+  end
+  P.synchronizer_of = synchronizer_of
+
+  -- The grace of the synchronizer ud, for bounds that default to it.
+  function P.grace_of(ud)
+    local g = synchro._graces[core.identity(ud)]
+    return check.time(g or 5, 1, "grace")
+  end
+
+  -- "identity#id#name" (see Wrapped.__synchro): the payload brought one
+  -- reference to function id, which the copy made here owns. On its own
+  -- loop it is called in place (see runtime.loop_wrapped).
+  do
+    local registry = debug.getregistry()
+    local ext = registry["synchro.ext"] or {}
+    registry["synchro.ext"] = ext
+    ext["synchro.fn"] = function(payload)
+      local ident, id, name = payload:match("^(%d+)#(%d+)#(.*)$")
+      if ident == nil then error("malformed synchro.fn payload", 0) end
+      ident, id = tonumber(ident), tonumber(id)
+      if ident == core.loop_identity() then
+        return require("synchro.runtime").loop_wrapped(id)
+      end
+      return make_wrapped(synchronizer_of(ident), id, name)
+    end
+  end
+
   --- Wraps an async function: `f(...)` blocks until it returns (or awaits,
   --- inside async code), `f.aio(...)` awaits, `f.future(...)` returns a
   --- Future. The function's code and upvalues are copied to the loop VM now.
+  --- Wrapping what is wrapped already (a wrapped function or generator, a
+  --- proxy) returns it (with opts, a wrapper of the same function with
+  --- those options); a table is a class (see S:wrap_class).
   ---@param fn async fun(...): ...
   ---@param opts? {timeout?: number, name?: string}
   ---@return synchro.Wrapped
   function Synchronizer:wrap(fn, opts)
     check_self(self, "wrap")
+    local mt = getmetatable(fn)
+    if mt == Wrapped then
+      if opts == nil then return fn end
+      opts = check.opts(opts, 2, "wrap", { "timeout", "name" })
+      local timeout = check.time(opts.timeout, 2, "wrap", "timeout")
+      if opts.name ~= nil and type(opts.name) ~= "string" then
+        argerror(2, "wrap", "name: string expected, got " .. type(opts.name))
+      end
+      core.post(fn._ud, OP_RETAIN_FN, fn._id)
+      local w = make_wrapped(fn._ud, fn._id, opts.name or fn._name, timeout)
+      w.synchronizer = fn.synchronizer
+      return w
+    end
+    if mt ~= nil and (mt == P.WrappedGen or synchro.is_proxy(fn)) then
+      if opts ~= nil then
+        argerror(2, "wrap", "no options for a wrapped generator or a proxy")
+      end
+      return fn
+    end
+    if type(fn) == "table" then
+      if opts ~= nil then argerror(2, "wrap", "no options for a class") end
+      return self:wrap_class(fn)
+    end
     if type(fn) ~= "function" then
       argerror(1, "wrap", "function expected, got " .. type(fn))
     end

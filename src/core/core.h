@@ -153,9 +153,14 @@ enum {
   X(GET_FIELD)        /* object fn_id's field */                             \
   X(SET_FIELD)                                                               \
   X(CALL_OBJECT)                                                             \
-  X(CLOSE_OBJECT)     /* its __close, else its close method */               \
+  X(CLOSE_OBJECT)     /* its exit, given the error (see synchro.with) */     \
   X(RELEASE_OBJECT)   /* proxies of object fn_id were dropped */             \
-  X(REQUIRE_MODULE)   /* require(name), for S:wrap_module */
+  X(REQUIRE_MODULE)   /* require(name), for S:wrap_module */                 \
+  X(RETAIN_OBJECT)    /* one more proxy of object fn_id crossed */           \
+  X(GEN_RETAIN)       /* one more iterator of generator fn_id crossed */     \
+  X(GEN_RELEASE)      /* an iterator of generator fn_id is gone */           \
+  X(ENTER_OBJECT)     /* its __enter, else its enter method */               \
+  X(META_OBJECT)      /* an operator (#, .., +, <, tostring, pairs) on it */
 
 #define SYNCHRO_OP_ENUM(name) SYNCHRO_OP_##name,
 enum { SYNCHRO_OP_MAP(SYNCHRO_OP_ENUM) SYNCHRO_OP_COUNT };

@@ -210,6 +210,22 @@ Conn.subscribe = synchro.generator(function(self, ...)
   if not ok then error(err, 0) end
 end)
 
+--- A transaction, for synchro.contextmanager: sends MULTI and emits the
+--- connection; the commands of the body are queued by the server; then
+--- EXEC if the body returned (its replies are in conn.replies), or
+--- DISCARD if it raised, and the body's error goes on.
+---@return redis_async.impl.Conn
+Conn.transaction = synchro.generator(function(self)
+  self:command("MULTI")
+  local ok, err = pcall(synchro.emit, self)
+  if ok then
+    self.replies = self:command("EXEC")
+  else
+    self:command("DISCARD")
+    error(err, 0)
+  end
+end)
+
 -- Counters for tests: subscriptions open now, generator cleanups run.
 M._subscriptions, M._cleanups = 0, 0
 
