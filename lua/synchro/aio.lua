@@ -218,6 +218,7 @@ aio.is_cancelled = sched.is_cancelled
 function aio.stdin() return require("synchro.aio.stream").stdin() end
 
 aio.run_in_thread = require("synchro.aio.thread").run_in_thread
+aio.iter_in_thread = require("synchro.aio.thread").iter_in_thread
 
 --- Watches a signal: see synchro.aio.signal.
 aio.signal = require("synchro.aio.signal").signal

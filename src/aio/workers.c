@@ -14,7 +14,24 @@
  * worker runs it and encodes the results (or the error and a traceback);
  * the job's uv_async_t brings it back to the loop thread, which calls the
  * job's Lua callback and closes the async. A queued job can be cancelled
- * (core.workers_cancel); a running one cannot be interrupted.
+ * (core.workers_cancel): it is dropped. A running one is interrupted: the
+ * worker VM carries a count hook (as the loop's tasks do, src/vm/watch.c)
+ * that reads the job's interrupt flag every WATCH_COUNT instructions and
+ * raises ECANCELED inside the job, once, then again each INTERRUPT_AGAIN_NS
+ * while the job goes on (its pcall cleanup runs in between). Hooks never
+ * run inside C code, nor in loops LuaJIT compiled.
+ *
+ * A generator job (core.workers_gen) runs its function as a coroutine whose
+ * yields are items: each is encoded into the job's queue, and the worker
+ * waits while the queue holds `capacity` items (back pressure). The loop
+ * takes them on demand (gen:take()); the async only says "something
+ * changed". Closing the generator (gen:close(), its __gc, the pool's
+ * shutdown) interrupts it and resumes it until it ends, so its cleanup
+ * runs; items it yields after that are dropped.
+ *
+ * Pools: the loop's own (created on first use, in the loop VM's registry)
+ * and private ones (core.workers_pool(n)), each owned by a userdata; a
+ * private pool of one worker keeps one VM for an offloaded object.
  *
  * Shutdown: the pool is owned by a userdata in the loop VM's registry, so
  * closing the loop VM (S:close) collects it: queued jobs are dropped, idle
@@ -35,9 +52,21 @@
 #define CACHE_COUNT_KEY "synchro.worker.cache_count"
 #define CACHE_MAX       64
 #define TRACEBACK_KEY   "synchro.worker.traceback"
+#define WORKER_KEY      "synchro.worker.self"
+#define GEN_MT          "synchro.workers.gen"
+#define WATCH_COUNT     1000
+#define INTERRUPT_AGAIN_NS 1000000000u
+#define INTERRUPTED     "ECANCELED: the job was cancelled"
 
 enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 enum { OUTCOME_NONE, OUTCOME_RESULTS, OUTCOME_ERROR };
+enum { KIND_CALL, KIND_GEN };
+
+typedef struct item item_t;
+struct item {
+  item_t *next;
+  synchro_buf_t values;
+};
 
 typedef struct pool pool_t;
 typedef struct job job_t;
@@ -51,10 +80,22 @@ struct job {
   int orphaned; /* the loop is gone: the worker must not wake it */
   int outcome;  /* OUTCOME_*: what job->reply holds */
   int cb_ref;
+  int kind;      /* KIND_* */
+  int interrupt; /* atomic: set by the loop thread, read by the hook */
+  uint64_t interrupted_ns; /* the worker's: when the hook last raised */
   uv_async_t async;
   pool_t *pool;
   synchro_buf_t code, args, reply;
+  /* generators, under the pool's lock */
+  item_t *items, *items_tail;
+  int nitems, capacity;
+  int closed; /* the consumer is gone: stop, drop items */
+  uv_cond_t space;
 };
+
+typedef struct {
+  job_t *job;
+} gen_box_t;
 
 typedef struct {
   job_t *head, *tail;
@@ -64,6 +105,7 @@ struct worker {
   worker_t *next;
   pool_t *pool;
   uv_thread_t thread;
+  job_t *current; /* the job it runs (the worker thread's alone) */
   int busy;
   int joined; /* the shutdown joins it; else it detaches itself */
 };
@@ -74,7 +116,7 @@ struct pool {
   job_list_t queue, running;
   worker_t *workers;
   int nworkers, idle, starting, queued, max_workers, closing;
-  int refs; /* the loop's, plus one per worker */
+  int refs; /* the loop's, plus one per worker and one per job */
   int vms_created;
   int64_t last_id;
   char *path, *cpath;
@@ -111,12 +153,33 @@ static void list_remove(job_list_t *list, job_t *job) {
   job->prev = job->next = NULL;
 }
 
+static void free_items(item_t *item) {
+  while (item != NULL) {
+    item_t *next = item->next;
+    synchro__buf_free(&item->values);
+    free(item);
+    item = next;
+  }
+}
+
+static void pool_free(pool_t *pool);
+
 static void job_unref(job_t *job) {
+  pool_t *pool = job->pool;
+  int last;
   if (synchro__decr(&job->refs) != 0)
     return;
+  uv_mutex_lock(&pool->lock);
+  last = --pool->refs == 0; /* each job holds its pool */
+  uv_mutex_unlock(&pool->lock);
+  if (last)
+    pool_free(pool);
   synchro__buf_free(&job->code);
   synchro__buf_free(&job->args);
   synchro__buf_free(&job->reply);
+  free_items(job->items);
+  if (job->kind == KIND_GEN)
+    uv_cond_destroy(&job->space);
   free(job);
 }
 
@@ -153,6 +216,27 @@ static int open_vm(lua_State *L) {
   lua_newtable(L);
   lua_setfield(L, LUA_REGISTRYINDEX, CACHE_KEY);
   return 0;
+}
+
+/* The interrupt hook: see the top of the file. */
+static void interrupt_hook(lua_State *L, lua_Debug *ar) {
+  worker_t *w;
+  job_t *job;
+  uint64_t now;
+  (void)ar;
+  lua_getfield(L, LUA_REGISTRYINDEX, WORKER_KEY);
+  w = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (w == NULL || (job = w->current) == NULL ||
+      !__atomic_load_n(&job->interrupt, __ATOMIC_ACQUIRE))
+    return;
+  now = synchro__now_ns();
+  if (job->interrupted_ns != 0 &&
+      now - job->interrupted_ns < INTERRUPT_AGAIN_NS)
+    return;
+  job->interrupted_ns = now;
+  lua_pushliteral(L, INTERRUPTED);
+  lua_error(L);
 }
 
 static lua_State *new_vm(pool_t *pool) {
@@ -261,10 +345,113 @@ failed:
   return 0;
 }
 
+/* A generator's item: the n values on co's top, queued for the loop; then
+ * waits while the queue is full. Returns 0, or -1 when the consumer is
+ * gone (the item is dropped). An encoding error is pushed on L, returns
+ * -2. */
+static int push_item(lua_State *L, lua_State *co, job_t *job, int n) {
+  pool_t *pool = job->pool;
+  item_t *item = calloc(1, sizeof(*item));
+  int bad = 0, closed;
+  if (item == NULL)
+    return luaL_error(L, "not enough memory");
+  if (synchro__marshal_encode(co, lua_gettop(co) - n + 1, n,
+                              SYNCHRO_MARSHAL_DATA, "item", &item->values,
+                              &bad) != 0) {
+    lua_pushfstring(L, "bad item value #%d (%s)", bad, lua_tostring(co, -1));
+    lua_pop(co, 1);
+    synchro__buf_free(&item->values);
+    free(item);
+    return -2;
+  }
+  uv_mutex_lock(&pool->lock);
+  if (!job->closed) {
+    if (job->items_tail != NULL)
+      job->items_tail->next = item;
+    else
+      job->items = item;
+    job->items_tail = item;
+    job->nitems++;
+    item = NULL;
+    if (!job->orphaned)
+      uv_async_send(&job->async);
+    while (job->nitems >= job->capacity && !job->closed)
+      uv_cond_wait(&job->space, &pool->lock);
+  }
+  closed = job->closed;
+  uv_mutex_unlock(&pool->lock);
+  if (item != NULL) {
+    synchro__buf_free(&item->values);
+    free(item);
+  }
+  return closed ? -1 : 0;
+}
+
+/* Runs a generator job: see the top of the file. */
+static int run_gen(lua_State *L) {
+  job_t *job = lua_touserdata(L, 1);
+  lua_State *co;
+  int n, nres, status, closed = 0;
+  lua_settop(L, 0);
+  if (push_function(L, job) != 0) { /* 1: the function or a message */
+    lua_pushliteral(L, "");
+    goto failed;
+  }
+  co = lua_newthread(L); /* 2 */
+  lua_pushvalue(L, 1);
+  lua_xmove(L, co, 1);
+  n = synchro__marshal_decode(co, job->args.data, job->args.len);
+  if (n < 0) {
+    lua_xmove(co, L, 1);
+    lua_pushliteral(L, "");
+    goto failed;
+  }
+  for (;;) {
+    status = synchro__resume(co, L, n, &nres);
+    n = 0;
+    if (status == LUA_YIELD) {
+      if (closed) { /* dropped: resume until the hook ends it */
+        lua_pop(co, nres);
+        continue;
+      }
+      switch (push_item(L, co, job, nres)) {
+      case -2:
+        lua_pushliteral(L, "");
+        goto failed;
+      case -1:
+        closed = 1;
+        break;
+      default:
+        break;
+      }
+      lua_pop(co, nres);
+      continue;
+    }
+    if (status == LUA_OK || closed) {
+      job->outcome = OUTCOME_RESULTS; /* the end (no values) */
+      job->reply.len = 0;
+      lua_settop(L, 0);
+      if (synchro__marshal_encode(L, 1, 0, SYNCHRO_MARSHAL_DATA, "results",
+                                  &job->reply, NULL) != 0)
+        job->outcome = OUTCOME_NONE;
+      return 0;
+    }
+    lua_xmove(co, L, 1); /* the error */
+    luaL_traceback(L, co, NULL, 0);
+    goto failed;
+  }
+failed:
+  job->reply.len = 0;
+  if (synchro__marshal_encode(L, lua_gettop(L) - 1, 2, SYNCHRO_MARSHAL_LENIENT,
+                              "error", &job->reply, NULL) == 0)
+    job->outcome = OUTCOME_ERROR;
+  return 0;
+}
+
 static void execute(lua_State *L, job_t *job) {
   job->outcome = OUTCOME_NONE;
   if (L != NULL) {
-    lua_pushcfunction(L, run_job);
+    lua_pushcfunction(L, job->kind == KIND_GEN ? run_gen : run_job);
     lua_pushlightuserdata(L, job);
     if (lua_pcall(L, 1, 0, 0) != 0) {
       job->reply.len = 0;
@@ -293,6 +480,11 @@ static void worker_main(void *arg) {
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
   L = new_vm(pool);
+  if (L != NULL) {
+    lua_pushlightuserdata(L, w);
+    lua_setfield(L, LUA_REGISTRYINDEX, WORKER_KEY);
+    lua_sethook(L, interrupt_hook, LUA_MASKCOUNT, WATCH_COUNT);
+  }
   uv_mutex_lock(&pool->lock);
   pool->starting--;
   if (L != NULL)
@@ -315,13 +507,17 @@ static void worker_main(void *arg) {
     job->state = JOB_RUNNING;
     synchro__incr(&job->refs); /* the worker's */
     w->busy = 1;
+    w->current = job;
     uv_mutex_unlock(&pool->lock);
 
     execute(L, job);
 
     uv_mutex_lock(&pool->lock);
+    w->current = NULL;
     w->busy = 0;
     job->state = JOB_DONE;
+    if (job->kind == KIND_GEN && !job->orphaned)
+      list_remove(&pool->running, job); /* the consumer takes the end */
     if (!job->orphaned)
       uv_async_send(&job->async); /* under the lock: see pool_shutdown */
     uv_mutex_unlock(&pool->lock);
@@ -375,11 +571,27 @@ static int maybe_grow(pool_t *pool) {
 
 /* ---- the loop side ---- */
 
+/* A generator's async: its queue or state changed; tells the consumer. */
+static void on_gen_changed(lua_State *L, job_t *job) {
+  int top = lua_gettop(L);
+  if (job->cb_ref == LUA_NOREF)
+    return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, job->cb_ref);
+  if (lua_pcall(L, 0, 0, 0) != 0)
+    fprintf(stderr, "synchro: error in a generator's notify: %s\n",
+            lua_tostring(L, -1));
+  lua_settop(L, top);
+}
+
 static void on_job_done(uv_async_t *async) {
   job_t *job = async->data;
   pool_t *pool = job->pool;
   lua_State *L = pool->L;
   int ref, n, top = lua_gettop(L);
+  if (job->kind == KIND_GEN) {
+    on_gen_changed(L, job);
+    return;
+  }
   uv_mutex_lock(&pool->lock);
   if (job->state != JOB_DONE) {
     uv_mutex_unlock(&pool->lock);
@@ -429,12 +641,18 @@ static int pool_shutdown(lua_State *L) {
   pool->closing = 1;
   while ((job = pool->queue.head) != NULL) {
     list_remove(&pool->queue, job);
+    job->orphaned = 1;
+    job->state = JOB_DONE; /* OUTCOME_NONE: it never ran */
     uv_close((uv_handle_t *)&job->async, on_job_closed);
   }
   pool->queued = 0;
   while ((job = pool->running.head) != NULL) {
     list_remove(&pool->running, job);
     job->orphaned = 1;
+    job->closed = 1;
+    __atomic_store_n(&job->interrupt, 1, __ATOMIC_RELEASE);
+    if (job->kind == KIND_GEN)
+      uv_cond_broadcast(&job->space);
     if (!uv_is_closing((uv_handle_t *)&job->async))
       uv_close((uv_handle_t *)&job->async, on_job_closed);
   }
@@ -458,7 +676,9 @@ static int pool_shutdown(lua_State *L) {
   return 0;
 }
 
-static pool_t *new_pool(lua_State *L, synchro_t *S) {
+/* Pushes a new pool's owning userdata; the loop's (shared != 0) is kept
+ * in the registry instead. */
+static pool_t *new_pool(lua_State *L, synchro_t *S, int shared) {
   pool_box_t *box = lua_newuserdata(L, sizeof(*box));
   pool_t *pool;
   box->pool = NULL;
@@ -492,7 +712,8 @@ static pool_t *new_pool(lua_State *L, synchro_t *S) {
     lua_pop(L, 2);
   }
   lua_pop(L, 1);
-  lua_setfield(L, LUA_REGISTRYINDEX, POOL_KEY);
+  if (shared)
+    lua_setfield(L, LUA_REGISTRYINDEX, POOL_KEY);
   return pool;
 }
 
@@ -505,39 +726,62 @@ static pool_t *get_pool(lua_State *L, int create) {
   lua_pop(L, 1);
   if (box != NULL && box->pool != NULL)
     return box->pool;
-  return create ? new_pool(L, S) : NULL;
+  return create ? new_pool(L, S, 1) : NULL;
 }
 
-/* core.workers_submit(fn, callback, ...) -> id: runs fn(...) on a worker;
- * callback(true, results...) or callback(false, error, traceback) follows
- * on the loop. */
-static int workers_submit(lua_State *L) {
-  pool_t *pool = get_pool(L, 1);
-  int top = lua_gettop(L), bad = 0, err;
-  job_t *job;
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  job = calloc(1, sizeof(*job));
+/* The pool at idx (a private pool's userdata), or the loop's if nil. */
+static pool_t *opt_pool(lua_State *L, int idx) {
+  pool_box_t *box;
+  if (lua_isnoneornil(L, idx))
+    return get_pool(L, 1);
+  box = luaL_checkudata(L, idx, POOL_MT);
+  if (box->pool == NULL)
+    luaL_error(L, "this worker pool is closed");
+  return box->pool;
+}
+
+/* A new job of pool: fn at fn_idx, its arguments from first to the top,
+ * the callback at cb_idx (referenced). Raises on bad values. */
+static job_t *new_job(lua_State *L, pool_t *pool, int kind, int fn_idx,
+                      int cb_idx, int first) {
+  int top = lua_gettop(L), bad = 0;
+  job_t *job = calloc(1, sizeof(*job));
   if (job == NULL)
-    return luaL_error(L, "not enough memory");
+    luaL_error(L, "not enough memory");
   job->refs = 1;
   job->pool = pool;
-  if (synchro__marshal_encode(L, 1, 1, SYNCHRO_MARSHAL_CODE, "fn", &job->code,
-                              NULL) != 0) {
+  uv_mutex_lock(&pool->lock);
+  pool->refs++; /* released with the job */
+  uv_mutex_unlock(&pool->lock);
+  job->kind = kind;
+  job->cb_ref = LUA_NOREF;
+  if (kind == KIND_GEN && uv_cond_init(&job->space) != 0) {
+    job->kind = KIND_CALL; /* no cond to destroy */
     job_unref(job);
-    return luaL_error(L, "bad argument #1 to 'run_in_thread' (%s)",
-                      lua_tostring(L, -1));
+    luaL_error(L, "cannot create a condition variable");
   }
-  if (synchro__marshal_encode(L, 3, top - 2, SYNCHRO_MARSHAL_DATA, "args",
-                              &job->args, &bad) != 0) {
+  if (synchro__marshal_encode(L, fn_idx, 1, SYNCHRO_MARSHAL_CODE, "fn",
+                              &job->code, NULL) != 0) {
     job_unref(job);
-    return luaL_error(L, "bad argument #%d to 'run_in_thread' (%s)", bad + 1,
-                      lua_tostring(L, -1));
+    luaL_error(L, "bad argument #1 to 'run_in_thread' (%s)",
+               lua_tostring(L, -1));
   }
-  lua_pushvalue(L, 2);
+  if (synchro__marshal_encode(L, first, top - first + 1, SYNCHRO_MARSHAL_DATA,
+                              "args", &job->args, &bad) != 0) {
+    job_unref(job);
+    luaL_error(L, "bad argument #%d to 'run_in_thread' (%s)", bad + 1,
+               lua_tostring(L, -1));
+  }
+  lua_pushvalue(L, cb_idx);
   job->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   uv_async_init(&pool->S->loop, &job->async, on_job_done);
   job->async.data = job;
+  return job;
+}
+
+/* Queues job and wakes or starts a worker; raises if none can start. */
+static void enqueue(lua_State *L, pool_t *pool, job_t *job) {
+  int err;
   uv_mutex_lock(&pool->lock);
   job->id = ++pool->last_id;
   job->state = JOB_QUEUED;
@@ -549,41 +793,241 @@ static int workers_submit(lua_State *L) {
     pool->queued--;
     uv_mutex_unlock(&pool->lock);
     luaL_unref(L, LUA_REGISTRYINDEX, job->cb_ref);
+    job->cb_ref = LUA_NOREF;
     uv_close((uv_handle_t *)&job->async, on_job_closed);
-    return luaL_error(L, "run_in_thread: cannot start a worker thread (%s)",
-                      uv_strerror(err));
+    luaL_error(L, "run_in_thread: cannot start a worker thread (%s)",
+               uv_strerror(err));
   }
   uv_cond_signal(&pool->cond);
   uv_mutex_unlock(&pool->lock);
+}
+
+/* core.workers_submit(fn, callback, ...) -> id: runs fn(...) on a worker
+ * of the loop's pool; callback(true, results...) or callback(false,
+ * error, traceback) follows on the loop. Thread: loop thread. */
+static int workers_submit(lua_State *L) {
+  pool_t *pool = get_pool(L, 1);
+  job_t *job;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  job = new_job(L, pool, KIND_CALL, 1, 2, 3);
+  enqueue(L, pool, job);
   lua_pushinteger(L, (lua_Integer)job->id);
   return 1;
 }
 
-/* core.workers_cancel(id) -> true if the job had not started (it is
- * dropped and its callback will not run), else false. */
+/* core.workers_submit_on(pool, fn, callback, ...) -> id: the same on a
+ * private pool (core.workers_pool). */
+static int workers_submit_on(lua_State *L) {
+  pool_t *pool = opt_pool(L, 1);
+  job_t *job;
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  job = new_job(L, pool, KIND_CALL, 2, 3, 4);
+  enqueue(L, pool, job);
+  lua_pushinteger(L, (lua_Integer)job->id);
+  return 1;
+}
+
+/* core.workers_pool(max_workers) -> a private pool, shut down with its
+ * userdata (collected, or the loop VM closed). */
+static int workers_pool(lua_State *L) {
+  lua_Integer max = luaL_checkinteger(L, 1);
+  pool_t *pool;
+  luaL_argcheck(L, max >= 1 && max <= 1024, 1, "between 1 and 1024 expected");
+  pool = new_pool(L, synchro__loop_of(L), 0);
+  pool->max_workers = (int)max;
+  return 1;
+}
+
+/* Drops a queued job (its callback will not run): under pool's lock. */
+static int drop_queued_locked(pool_t *pool, job_t *job) {
+  job_t *j;
+  for (j = pool->queue.head; j != NULL && j != job; j = j->next)
+    ;
+  if (j == NULL)
+    return 0;
+  list_remove(&pool->queue, job);
+  pool->queued--;
+  return 1;
+}
+
+/* core.workers_cancel(id [, pool]) -> true if the job had not started (it
+ * is dropped and its callback will not run), else false: a running job is
+ * interrupted (see the top of the file) and its callback follows. */
 static int workers_cancel(lua_State *L) {
   int64_t id = (int64_t)luaL_checkinteger(L, 1);
-  pool_t *pool = get_pool(L, 0);
+  pool_t *pool =
+      lua_isnoneornil(L, 2) ? get_pool(L, 0) : opt_pool(L, 2);
   job_t *job = NULL;
+  int dropped = 0;
   if (pool != NULL) {
     uv_mutex_lock(&pool->lock);
     for (job = pool->queue.head; job != NULL; job = job->next)
       if (job->id == id)
         break;
     if (job != NULL) {
-      list_remove(&pool->queue, job);
-      pool->queued--;
+      dropped = drop_queued_locked(pool, job);
+    } else {
+      for (job = pool->running.head; job != NULL; job = job->next)
+        if (job->id == id)
+          break;
+      if (job != NULL)
+        __atomic_store_n(&job->interrupt, 1, __ATOMIC_RELEASE);
     }
     uv_mutex_unlock(&pool->lock);
   }
-  if (job != NULL) {
+  if (dropped) {
     luaL_unref(L, LUA_REGISTRYINDEX, job->cb_ref);
     job->cb_ref = LUA_NOREF;
     uv_close((uv_handle_t *)&job->async, on_job_closed);
   }
-  lua_pushboolean(L, job != NULL);
+  lua_pushboolean(L, dropped);
   return 1;
 }
+
+/* ---- generators ---- */
+
+/* core.workers_gen(pool|nil, capacity, fn, notify, ...) -> gen: runs
+ * fn(...) as a coroutine on a worker, its yields queued as items (at most
+ * capacity waiting); notify() runs on the loop when items arrive or the
+ * generator ends. Thread: loop thread. */
+static int workers_gen(lua_State *L) {
+  pool_t *pool = opt_pool(L, 1);
+  lua_Integer capacity = luaL_checkinteger(L, 2);
+  gen_box_t *box;
+  job_t *job;
+  luaL_argcheck(L, capacity >= 1 && capacity <= 1000000, 2,
+                "between 1 and 1000000 expected");
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  luaL_checktype(L, 4, LUA_TFUNCTION);
+  job = new_job(L, pool, KIND_GEN, 3, 4, 5);
+  job->capacity = (int)capacity;
+  box = lua_newuserdata(L, sizeof(*box));
+  box->job = NULL;
+  luaL_setmetatable(L, GEN_MT);
+  synchro__incr(&job->refs); /* the box's */
+  box->job = job;
+  enqueue(L, pool, job);
+  return 1;
+}
+
+static job_t *check_gen(lua_State *L) {
+  gen_box_t *box = luaL_checkudata(L, 1, GEN_MT);
+  return box->job;
+}
+
+/* gen:take() -> "more", {items} | "end" | "error", err, traceback. Each
+ * item is a table { n = count, values... }. Frees room for the worker. */
+static int gen_take(lua_State *L) {
+  job_t *job = check_gen(L);
+  pool_t *pool;
+  item_t *items, *item;
+  int state, i = 0, n;
+  if (job == NULL) {
+    lua_pushliteral(L, "end");
+    return 1;
+  }
+  pool = job->pool;
+  uv_mutex_lock(&pool->lock);
+  items = job->items;
+  job->items = job->items_tail = NULL;
+  job->nitems = 0;
+  state = job->state;
+  uv_cond_signal(&job->space);
+  uv_mutex_unlock(&pool->lock);
+  if (items != NULL || state != JOB_DONE) {
+    lua_pushliteral(L, "more");
+    lua_newtable(L);
+    for (item = items; item != NULL; item = item->next) {
+      int top = lua_gettop(L), k; /* top: the list of items */
+      n = synchro__marshal_decode(L, item->values.data, item->values.len);
+      if (n < 0) {
+        free_items(items);
+        return lua_error(L);
+      }
+      lua_createtable(L, n, 1);
+      for (k = n; k >= 1; k--) {
+        lua_pushvalue(L, top + k);
+        lua_rawseti(L, -2, k);
+      }
+      lua_pushinteger(L, n);
+      lua_setfield(L, -2, "n");
+      lua_replace(L, top + 1);
+      lua_settop(L, top + 1);
+      lua_rawseti(L, top, ++i);
+    }
+    free_items(items);
+    return 2;
+  }
+  if (job->outcome == OUTCOME_RESULTS) {
+    lua_pushliteral(L, "end");
+    return 1;
+  }
+  lua_pushliteral(L, "error");
+  if (job->outcome == OUTCOME_ERROR) {
+    n = synchro__marshal_decode(L, job->reply.data, job->reply.len);
+    if (n < 0)
+      lua_pushliteral(L, "");
+    return 1 + (n < 0 ? 2 : n);
+  }
+  lua_pushliteral(L, "run_in_thread: the worker could not run the "
+                     "generator (out of memory)");
+  lua_pushliteral(L, "");
+  return 3;
+}
+
+/* gen:stop(): the consumer is done; a queued generator is dropped, a
+ * running one interrupted (its cleanup runs on the worker, then notify
+ * runs and take() says "end"). Returns true if it has ended. */
+static int gen_stop(lua_State *L) {
+  job_t *job = check_gen(L);
+  pool_t *pool;
+  int ended;
+  if (job == NULL) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  pool = job->pool;
+  uv_mutex_lock(&pool->lock);
+  if (job->state == JOB_QUEUED && drop_queued_locked(pool, job)) {
+    job->state = JOB_DONE;
+    job->outcome = OUTCOME_RESULTS;
+  }
+  ended = job->state == JOB_DONE;
+  job->closed = 1;
+  __atomic_store_n(&job->interrupt, 1, __ATOMIC_RELEASE);
+  uv_cond_broadcast(&job->space);
+  uv_mutex_unlock(&pool->lock);
+  lua_pushboolean(L, ended);
+  return 1;
+}
+
+/* gen:close() (and __gc): stops it and lets it go: no notify after this;
+ * safe to call twice. */
+static int gen_close(lua_State *L) {
+  gen_box_t *box = luaL_checkudata(L, 1, GEN_MT);
+  job_t *job = box->job;
+  pool_t *pool;
+  if (job == NULL)
+    return 0;
+  gen_stop(L);
+  box->job = NULL;
+  pool = job->pool;
+  uv_mutex_lock(&pool->lock);
+  if (job->state == JOB_RUNNING && !job->orphaned)
+    list_remove(&pool->running, job);
+  if (!job->orphaned) {
+    job->orphaned = 1;
+    uv_close((uv_handle_t *)&job->async, on_job_closed);
+  }
+  uv_mutex_unlock(&pool->lock);
+  luaL_unref(L, LUA_REGISTRYINDEX, job->cb_ref);
+  job->cb_ref = LUA_NOREF;
+  job_unref(job); /* the box's */
+  return 0;
+}
+
 
 /* core.workers_configure(max_workers): the pool's bound (>= 1). Idle
  * workers beyond it exit. */
@@ -632,7 +1076,14 @@ static int workers_stats(lua_State *L) {
 }
 
 void synchro__workers_register(lua_State *L) {
+  static const luaL_Reg gen_methods[] = {{"take", gen_take},
+                                         {"stop", gen_stop},
+                                         {"close", gen_close},
+                                         {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"workers_submit", workers_submit},
+                                   {"workers_submit_on", workers_submit_on},
+                                   {"workers_pool", workers_pool},
+                                   {"workers_gen", workers_gen},
                                    {"workers_cancel", workers_cancel},
                                    {"workers_configure", workers_configure},
                                    {"workers_stats", workers_stats},
@@ -640,6 +1091,18 @@ void synchro__workers_register(lua_State *L) {
   const luaL_Reg *f;
   if (luaL_newmetatable(L, POOL_MT)) {
     lua_pushcfunction(L, pool_shutdown);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, GEN_MT)) {
+    const luaL_Reg *m;
+    lua_newtable(L);
+    for (m = gen_methods; m->name != NULL; m++) {
+      lua_pushcfunction(L, m->func);
+      lua_setfield(L, -2, m->name);
+    }
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, gen_close);
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
