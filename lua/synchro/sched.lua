@@ -686,6 +686,8 @@ end
 --- Awaits a future (a call into a synchronizer) from a task. Cancelling the
 --- task cancels the call and still waits for its cleanup to finish.
 function M.await_future(fut)
+  local own = M.current and M.current.sched.backend.await
+  if own then return own(fut) end -- a foreign loop's scheduler (synchro.luv)
   if not fut:done() then
     local task, token = M.prepare("aio.await")
     local backend = task.sched.backend
