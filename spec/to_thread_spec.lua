@@ -435,7 +435,7 @@ describe("S:offload and S:offload_module", function()
 
   it("lets the worker go with the proxy", function()
     local count = S:wrap(function()
-      return require("synchro.aio.thread").offload_count()
+      return require("synchro.aio.thread")._offload_count()
     end)
     for _ = 1, 3 do collectgarbage() end -- earlier tests' proxies
     util.sleep(0.1)

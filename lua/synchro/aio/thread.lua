@@ -272,7 +272,7 @@ end
 
 --- The loop's side of S:offload: builds the object with ctor(...) on a
 --- new pool of one worker and returns its id and its method names.
-function M.offload_open(ctor, ...)
+function M._offload_open(ctor, ...)
   local pool = core.workers_pool(1)
   local names = run_on(pool, "S:offload", function(...)
     local obj = ctor(...)
@@ -307,25 +307,25 @@ function M.offload_open(ctor, ...)
 end
 
 --- The loop's side of an offloaded object's method call.
-function M.offload_call(id, key, with_self, ...)
+function M._offload_call(id, key, with_self, ...)
   local pool = offloaded[id]
   if pool == nil then error("this offloaded object was released", 0) end
   return run_on(pool, "offloaded method", call_method, key, with_self, ...)
 end
 
 --- Lets an offloaded object go: its worker ends once its calls are done.
-function M.offload_release(id)
+function M._offload_release(id)
   local pool = offloaded[id]
   offloaded[id] = nil
   if pool then getmetatable(pool).__gc(pool) end
 end
 
 --- How many offloaded objects are alive (for leak checks).
-function M.offload_count() return sched.count(offloaded) end
+function M._offload_count() return sched.count(offloaded) end
 
 --- Installs the user side: synchro.to_thread, S:to_thread, S:offload,
 --- S:offload_module (called by init.lua).
-function M.install(synchro, Synchronizer)
+function M._install(synchro, Synchronizer)
   local check = require "synchro.check"
 
   --- Runs the blocking `fn(...)` on a worker thread of this synchronizer's
@@ -372,13 +372,13 @@ function M.install(synchro, Synchronizer)
   function Synchronizer:offload(ctor, ...)
     check_fn(ctor, 1, "offload")
     local open = self:wrap(function(...)
-      return require("synchro.aio.thread").offload_open(ctor, ...)
+      return require("synchro.aio.thread")._offload_open(ctor, ...)
     end, { name = "offload" })
     local call = self:wrap(function(...)
-      return require("synchro.aio.thread").offload_call(...)
+      return require("synchro.aio.thread")._offload_call(...)
     end, { name = "offloaded method" })
     local release = self:wrap(function(i)
-      require("synchro.aio.thread").offload_release(i)
+      require("synchro.aio.thread")._offload_release(i)
     end, { name = "offload release" })
     local id, names = open(...)
     local proxy = {}

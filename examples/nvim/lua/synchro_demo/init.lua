@@ -50,7 +50,7 @@ function M.show(host, port, path, on_done)
     end
   end }, function()
     return M.fetch.aio(host, port, path, function(bytes)
-      vim.g.synchro_demo_bytes = bytes
+      vim.api.nvim_set_var("synchro_demo_bytes", bytes)
       vim.api.nvim_echo({ { ("synchro_demo: %d bytes"):format(bytes) } },
         false, {})
     end)
