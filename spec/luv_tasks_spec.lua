@@ -84,12 +84,10 @@ describe("synchro.luv tasks", function()
       local ticks = 0
       local timer = uv.new_timer()
       timer:start(5, 5, function() ticks = ticks + 1 end)
-      local task = sluv.run(function()
-        local r = primitives(slow)
-        timer:stop()
+      local task = sluv.run_opts({ on_done = function()
+        timer:stop() -- however the task ends: uv.run() returns
         timer:close()
-        return r
-      end)
+      end }, function() return primitives(slow) end)
       uv.run()
       assert.are.equal(EXPECTED, task:result())
       assert.is_true(ticks >= 10, "ticks: " .. ticks)

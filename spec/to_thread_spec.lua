@@ -349,6 +349,33 @@ describe("aio.iter_in_thread", function()
       os.remove(marker)
     end)
 
+  it("an iterator dropped unfinished stops its worker when collected",
+    function()
+      local busy = run(function()
+        local aio = require "synchro.aio"
+        local thread = require "synchro.aio.thread"
+        local function start() -- its frame (and registers) gone after
+          local it = aio.iter_in_thread({ buffer = 1 }, function()
+            local i = 0
+            while true do
+              i = i + 1
+              coroutine.yield(i)
+            end
+          end)
+          assert(it:next() == 1)
+        end
+        start()
+        aio.sleep(0.01) -- and no stale slot of this coroutine's stack
+        for _ = 1, 3 do collectgarbage() end
+        for _ = 1, 200 do
+          if thread.stats().busy == 0 then return 0 end
+          aio.sleep(0.01)
+        end
+        return thread.stats().busy
+      end)
+      assert.are.equal(0, busy)
+    end)
+
   it("refuses bad arguments and items that cannot cross", function()
     local e1, e2, e3, e4 = run(function()
       local aio = require "synchro.aio"

@@ -57,6 +57,7 @@
 #define WATCH_COUNT     1000
 #define INTERRUPT_AGAIN_NS 1000000000u
 #define INTERRUPTED     "ECANCELED: the job was cancelled"
+#define MAX_DROPPED_YIELDS 100000
 
 enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 enum { OUTCOME_NONE, OUTCOME_RESULTS, OUTCOME_ERROR };
@@ -391,7 +392,7 @@ static int push_item(lua_State *L, lua_State *co, job_t *job, int n) {
 static int run_gen(lua_State *L) {
   job_t *job = lua_touserdata(L, 1);
   lua_State *co;
-  int n, nres, status, closed = 0;
+  int n, nres, status, closed = 0, dropped = 0;
   lua_settop(L, 0);
   if (push_function(L, job) != 0) { /* 1: the function or a message */
     lua_pushliteral(L, "");
@@ -410,10 +411,17 @@ static int run_gen(lua_State *L) {
     status = synchro__resume(co, L, n, &nres);
     n = 0;
     if (status == LUA_YIELD) {
-      if (closed) { /* dropped: resume until the hook ends it */
+      if (closed) {
+        /* dropped: resume until the hook ends it; a generator that yields
+         * faster than the hook counts (LuaJIT's hook count does not carry
+         * over between resumes) is abandoned after a bound */
         lua_pop(co, nres);
-        continue;
+        if (++dropped <= MAX_DROPPED_YIELDS)
+          continue;
+        status = LUA_OK; /* abandoned: its end */
       }
+    }
+    if (status == LUA_YIELD) {
       switch (push_item(L, co, job, nres)) {
       case -2:
         lua_pushliteral(L, "");
@@ -427,7 +435,7 @@ static int run_gen(lua_State *L) {
       lua_pop(co, nres);
       continue;
     }
-    if (status == LUA_OK || closed) {
+    if (status == LUA_OK || closed) { /* the end, or a closed one's */
       job->outcome = OUTCOME_RESULTS; /* the end (no values) */
       job->reply.len = 0;
       lua_settop(L, 0);

@@ -196,10 +196,14 @@ function M.iter_in_thread(opts_or_fn, ...)
   sched.task("aio.iter_in_thread")
   local it = setmetatable({ buf = {}, pos = 1, count = 0,
     state = "more" }, Iter)
+  -- notify stays in the registry while the handle lives: it must not
+  -- hold the iterator, or a dropped iterator would never be collected
+  local weak = setmetatable({ it = it }, { __mode = "v" })
   local function notify()
-    local w = it.waiter
+    local self = weak.it
+    local w = self and self.waiter
     if w then
-      it.waiter = nil
+      self.waiter = nil
       w.task.sched:wake(w.task, w.token)
     end
   end
