@@ -43,92 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "aio.h"
-
-#define POOL_MT         "synchro.workers"
-#define POOL_KEY        "synchro.workers.pool"
-#define DEFAULT_WORKERS 4
-#define CACHE_KEY       "synchro.worker.cache"
-#define CACHE_COUNT_KEY "synchro.worker.cache_count"
-#define CACHE_MAX       64
-#define TRACEBACK_KEY   "synchro.worker.traceback"
-#define WORKER_KEY      "synchro.worker.self"
-#define GEN_MT          "synchro.workers.gen"
-#define WATCH_COUNT     1000
-#define INTERRUPT_AGAIN_NS 1000000000u
-#define INTERRUPTED     "ECANCELED: the job was cancelled"
-#define MAX_DROPPED_YIELDS 100000
-
-enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
-enum { OUTCOME_NONE, OUTCOME_RESULTS, OUTCOME_ERROR };
-enum { KIND_CALL, KIND_GEN };
-
-typedef struct item item_t;
-struct item {
-  item_t *next;
-  synchro_buf_t values;
-};
-
-typedef struct pool pool_t;
-typedef struct job job_t;
-typedef struct worker worker_t;
-
-struct job {
-  job_t *prev, *next; /* in the pool's queue, then its running list */
-  int64_t id;
-  int state;
-  int refs;     /* the async handle's, plus the worker's while it runs */
-  int orphaned; /* the loop is gone: the worker must not wake it */
-  int outcome;  /* OUTCOME_*: what job->reply holds */
-  int cb_ref;
-  int kind;      /* KIND_* */
-  int interrupt; /* atomic: set by the loop thread, read by the hook */
-  uint64_t interrupted_ns; /* the worker's: when the hook last raised */
-  uv_async_t async;
-  pool_t *pool;
-  synchro_buf_t code, args, reply;
-  /* generators, under the pool's lock */
-  item_t *items, *items_tail;
-  int nitems, capacity;
-  int closed; /* the consumer is gone: stop, drop items */
-  uv_cond_t space;
-};
-
-typedef struct {
-  job_t *job;
-} gen_box_t;
-
-typedef struct {
-  job_t *head, *tail;
-} job_list_t;
-
-struct worker {
-  worker_t *next;
-  pool_t *pool;
-  uv_thread_t thread;
-  job_t *current; /* the job it runs (the worker thread's alone) */
-  int busy;
-  int joined; /* the shutdown joins it; else it detaches itself */
-};
-
-struct pool {
-  uv_mutex_t lock;
-  uv_cond_t cond;
-  job_list_t queue, running;
-  worker_t *workers;
-  int nworkers, idle, starting, queued, max_workers, closing;
-  int refs; /* the loop's, plus one per worker and one per job */
-  int vms_created;
-  int64_t last_id;
-  char *path, *cpath;
-  lua_CFunction open_core; /* synchro.core, for the worker VMs */
-  synchro_t *S;
-  lua_State *L; /* the loop VM's main state */
-};
-
-typedef struct {
-  pool_t *pool;
-} pool_box_t;
+#include "workers.h"
 
 /* ---- lists and references ---- */
 
@@ -142,7 +57,7 @@ static void list_push(job_list_t *list, job_t *job) {
   list->tail = job;
 }
 
-static void list_remove(job_list_t *list, job_t *job) {
+void synchro__job_list_remove(job_list_t *list, job_t *job) {
   if (job->prev != NULL)
     job->prev->next = job->next;
   else
@@ -154,7 +69,7 @@ static void list_remove(job_list_t *list, job_t *job) {
   job->prev = job->next = NULL;
 }
 
-static void free_items(item_t *item) {
+void synchro__job_free_items(item_t *item) {
   while (item != NULL) {
     item_t *next = item->next;
     synchro__buf_free(&item->values);
@@ -165,7 +80,7 @@ static void free_items(item_t *item) {
 
 static void pool_free(pool_t *pool);
 
-static void job_unref(job_t *job) {
+void synchro__job_unref(job_t *job) {
   pool_t *pool = job->pool;
   int last;
   if (synchro__decr(&job->refs) != 0)
@@ -178,13 +93,15 @@ static void job_unref(job_t *job) {
   synchro__buf_free(&job->code);
   synchro__buf_free(&job->args);
   synchro__buf_free(&job->reply);
-  free_items(job->items);
+  synchro__job_free_items(job->items);
   if (job->kind == KIND_GEN)
     uv_cond_destroy(&job->space);
   free(job);
 }
 
-static void on_job_closed(uv_handle_t *handle) { job_unref(handle->data); }
+void synchro__job_closed(uv_handle_t *handle) {
+  synchro__job_unref(handle->data);
+}
 
 /* Call with the lock held; returns whether that was the last reference. */
 static int pool_unref_locked(pool_t *pool) { return --pool->refs == 0; }
@@ -262,7 +179,7 @@ static int keep_traceback(lua_State *L) {
 
 /* Pushes the job's function, decoded or from the cache; returns 0, or
  * pushes an error message and returns -1. */
-static int push_function(lua_State *L, job_t *job) {
+int synchro__job_push_function(lua_State *L, job_t *job) {
   int t = lua_gettop(L), n;
   lua_getfield(L, LUA_REGISTRYINDEX, CACHE_KEY);     /* t + 1 */
   lua_pushlstring(L, job->code.data, job->code.len); /* t + 2 */
@@ -310,7 +227,7 @@ static int run_job(lua_State *L) {
   int base, n, bad = 0;
   lua_settop(L, 0);
   lua_pushcfunction(L, keep_traceback);
-  if (push_function(L, job) != 0) {
+  if (synchro__job_push_function(L, job) != 0) {
     lua_pushliteral(L, "");
     goto failed;
   }
@@ -346,120 +263,10 @@ failed:
   return 0;
 }
 
-/* A generator's item: the n values on co's top, queued for the loop; then
- * waits while the queue is full. Returns 0, or -1 when the consumer is
- * gone (the item is dropped). An encoding error is pushed on L, returns
- * -2. */
-static int push_item(lua_State *L, lua_State *co, job_t *job, int n) {
-  pool_t *pool = job->pool;
-  item_t *item = calloc(1, sizeof(*item));
-  int bad = 0, closed;
-  if (item == NULL)
-    return luaL_error(L, "not enough memory");
-  if (synchro__marshal_encode(co, lua_gettop(co) - n + 1, n,
-                              SYNCHRO_MARSHAL_DATA, "item", &item->values,
-                              &bad) != 0) {
-    lua_pushfstring(L, "bad item value #%d (%s)", bad, lua_tostring(co, -1));
-    lua_pop(co, 1);
-    synchro__buf_free(&item->values);
-    free(item);
-    return -2;
-  }
-  uv_mutex_lock(&pool->lock);
-  if (!job->closed) {
-    if (job->items_tail != NULL)
-      job->items_tail->next = item;
-    else
-      job->items = item;
-    job->items_tail = item;
-    job->nitems++;
-    item = NULL;
-    if (!job->orphaned)
-      uv_async_send(&job->async);
-    while (job->nitems >= job->capacity && !job->closed)
-      uv_cond_wait(&job->space, &pool->lock);
-  }
-  closed = job->closed;
-  uv_mutex_unlock(&pool->lock);
-  if (item != NULL) {
-    synchro__buf_free(&item->values);
-    free(item);
-  }
-  return closed ? -1 : 0;
-}
-
-/* Runs a generator job: see the top of the file. */
-static int run_gen(lua_State *L) {
-  job_t *job = lua_touserdata(L, 1);
-  lua_State *co;
-  int n, nres, status, closed = 0, dropped = 0;
-  lua_settop(L, 0);
-  if (push_function(L, job) != 0) { /* 1: the function or a message */
-    lua_pushliteral(L, "");
-    goto failed;
-  }
-  co = lua_newthread(L); /* 2 */
-  lua_pushvalue(L, 1);
-  lua_xmove(L, co, 1);
-  n = synchro__marshal_decode(co, job->args.data, job->args.len);
-  if (n < 0) {
-    lua_xmove(co, L, 1);
-    lua_pushliteral(L, "");
-    goto failed;
-  }
-  for (;;) {
-    status = synchro__resume(co, L, n, &nres);
-    n = 0;
-    if (status == LUA_YIELD) {
-      if (closed) {
-        /* dropped: resume until the hook ends it; a generator that yields
-         * faster than the hook counts (LuaJIT's hook count does not carry
-         * over between resumes) is abandoned after a bound */
-        lua_pop(co, nres);
-        if (++dropped <= MAX_DROPPED_YIELDS)
-          continue;
-        status = LUA_OK; /* abandoned: its end */
-      }
-    }
-    if (status == LUA_YIELD) {
-      switch (push_item(L, co, job, nres)) {
-      case -2:
-        lua_pushliteral(L, "");
-        goto failed;
-      case -1:
-        closed = 1;
-        break;
-      default:
-        break;
-      }
-      lua_pop(co, nres);
-      continue;
-    }
-    if (status == LUA_OK || closed) { /* the end, or a closed one's */
-      job->outcome = OUTCOME_RESULTS; /* the end (no values) */
-      job->reply.len = 0;
-      lua_settop(L, 0);
-      if (synchro__marshal_encode(L, 1, 0, SYNCHRO_MARSHAL_DATA, "results",
-                                  &job->reply, NULL) != 0)
-        job->outcome = OUTCOME_NONE;
-      return 0;
-    }
-    lua_xmove(co, L, 1); /* the error */
-    luaL_traceback(L, co, NULL, 0);
-    goto failed;
-  }
-failed:
-  job->reply.len = 0;
-  if (synchro__marshal_encode(L, lua_gettop(L) - 1, 2, SYNCHRO_MARSHAL_LENIENT,
-                              "error", &job->reply, NULL) == 0)
-    job->outcome = OUTCOME_ERROR;
-  return 0;
-}
-
 static void execute(lua_State *L, job_t *job) {
   job->outcome = OUTCOME_NONE;
   if (L != NULL) {
-    lua_pushcfunction(L, job->kind == KIND_GEN ? run_gen : run_job);
+    lua_pushcfunction(L, job->kind == KIND_GEN ? synchro__gen_run : run_job);
     lua_pushlightuserdata(L, job);
     if (lua_pcall(L, 1, 0, 0) != 0) {
       job->reply.len = 0;
@@ -509,7 +316,7 @@ static void worker_main(void *arg) {
       pool->idle--;
       continue;
     }
-    list_remove(&pool->queue, job);
+    synchro__job_list_remove(&pool->queue, job);
     pool->queued--;
     list_push(&pool->running, job);
     job->state = JOB_RUNNING;
@@ -525,11 +332,12 @@ static void worker_main(void *arg) {
     w->busy = 0;
     job->state = JOB_DONE;
     if (job->kind == KIND_GEN && !job->orphaned)
-      list_remove(&pool->running, job); /* the consumer takes the end */
+      /* the consumer takes the end */
+      synchro__job_list_remove(&pool->running, job);
     if (!job->orphaned)
       uv_async_send(&job->async); /* under the lock: see pool_shutdown */
     uv_mutex_unlock(&pool->lock);
-    job_unref(job);
+    synchro__job_unref(job);
     uv_mutex_lock(&pool->lock);
   }
   /* Leave the pool. */
@@ -579,25 +387,13 @@ static int maybe_grow(pool_t *pool) {
 
 /* ---- the loop side ---- */
 
-/* A generator's async: its queue or state changed; tells the consumer. */
-static void on_gen_changed(lua_State *L, job_t *job) {
-  int top = lua_gettop(L);
-  if (job->cb_ref == LUA_NOREF)
-    return;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, job->cb_ref);
-  if (lua_pcall(L, 0, 0, 0) != 0)
-    fprintf(stderr, "synchro: error in a generator's notify: %s\n",
-            lua_tostring(L, -1));
-  lua_settop(L, top);
-}
-
 static void on_job_done(uv_async_t *async) {
   job_t *job = async->data;
   pool_t *pool = job->pool;
   lua_State *L = pool->L;
   int ref, n, top = lua_gettop(L);
   if (job->kind == KIND_GEN) {
-    on_gen_changed(L, job);
+    synchro__gen_changed(L, job);
     return;
   }
   uv_mutex_lock(&pool->lock);
@@ -605,7 +401,7 @@ static void on_job_done(uv_async_t *async) {
     uv_mutex_unlock(&pool->lock);
     return;
   }
-  list_remove(&pool->running, job);
+  synchro__job_list_remove(&pool->running, job);
   uv_mutex_unlock(&pool->lock);
   ref = job->cb_ref;
   job->cb_ref = LUA_NOREF;
@@ -626,7 +422,7 @@ static void on_job_done(uv_async_t *async) {
     lua_pushliteral(L, "");
     n = 2;
   }
-  uv_close((uv_handle_t *)&job->async, on_job_closed);
+  uv_close((uv_handle_t *)&job->async, synchro__job_closed);
   if (lua_pcall(L, 1 + n, 0, 0) != 0) {
     fprintf(stderr, "synchro: error in a run_in_thread callback: %s\n",
             lua_tostring(L, -1));
@@ -648,21 +444,21 @@ static int pool_shutdown(lua_State *L) {
   uv_mutex_lock(&pool->lock);
   pool->closing = 1;
   while ((job = pool->queue.head) != NULL) {
-    list_remove(&pool->queue, job);
+    synchro__job_list_remove(&pool->queue, job);
     job->orphaned = 1;
     job->state = JOB_DONE; /* OUTCOME_NONE: it never ran */
-    uv_close((uv_handle_t *)&job->async, on_job_closed);
+    uv_close((uv_handle_t *)&job->async, synchro__job_closed);
   }
   pool->queued = 0;
   while ((job = pool->running.head) != NULL) {
-    list_remove(&pool->running, job);
+    synchro__job_list_remove(&pool->running, job);
     job->orphaned = 1;
     job->closed = 1;
     __atomic_store_n(&job->interrupt, 1, __ATOMIC_RELEASE);
     if (job->kind == KIND_GEN)
       uv_cond_broadcast(&job->space);
     if (!uv_is_closing((uv_handle_t *)&job->async))
-      uv_close((uv_handle_t *)&job->async, on_job_closed);
+      uv_close((uv_handle_t *)&job->async, synchro__job_closed);
   }
   join = malloc((size_t)(pool->nworkers + 1) * sizeof(*join));
   for (w = pool->workers; w != NULL && join != NULL; w = w->next) {
@@ -738,7 +534,7 @@ static pool_t *get_pool(lua_State *L, int create) {
 }
 
 /* The pool at idx (a private pool's userdata), or the loop's if nil. */
-static pool_t *opt_pool(lua_State *L, int idx) {
+pool_t *synchro__workers_opt_pool(lua_State *L, int idx) {
   pool_box_t *box;
   if (lua_isnoneornil(L, idx))
     return get_pool(L, 1);
@@ -750,8 +546,8 @@ static pool_t *opt_pool(lua_State *L, int idx) {
 
 /* A new job of pool: fn at fn_idx, its arguments from first to the top,
  * the callback at cb_idx (referenced). Raises on bad values. */
-static job_t *new_job(lua_State *L, pool_t *pool, int kind, int fn_idx,
-                      int cb_idx, int first) {
+job_t *synchro__job_new(lua_State *L, pool_t *pool, int kind, int fn_idx,
+                        int cb_idx, int first) {
   int top = lua_gettop(L), bad = 0;
   job_t *job = calloc(1, sizeof(*job));
   if (job == NULL)
@@ -765,18 +561,18 @@ static job_t *new_job(lua_State *L, pool_t *pool, int kind, int fn_idx,
   job->cb_ref = LUA_NOREF;
   if (kind == KIND_GEN && uv_cond_init(&job->space) != 0) {
     job->kind = KIND_CALL; /* no cond to destroy */
-    job_unref(job);
+    synchro__job_unref(job);
     luaL_error(L, "cannot create a condition variable");
   }
   if (synchro__marshal_encode(L, fn_idx, 1, SYNCHRO_MARSHAL_CODE, "fn",
                               &job->code, NULL) != 0) {
-    job_unref(job);
+    synchro__job_unref(job);
     luaL_error(L, "bad argument #1 to 'run_in_thread' (%s)",
                lua_tostring(L, -1));
   }
   if (synchro__marshal_encode(L, first, top - first + 1, SYNCHRO_MARSHAL_DATA,
                               "args", &job->args, &bad) != 0) {
-    job_unref(job);
+    synchro__job_unref(job);
     luaL_error(L, "bad argument #%d to 'run_in_thread' (%s)", bad + 1,
                lua_tostring(L, -1));
   }
@@ -788,7 +584,7 @@ static job_t *new_job(lua_State *L, pool_t *pool, int kind, int fn_idx,
 }
 
 /* Queues job and wakes or starts a worker; raises if none can start. */
-static void enqueue(lua_State *L, pool_t *pool, job_t *job) {
+void synchro__job_enqueue(lua_State *L, pool_t *pool, job_t *job) {
   int err;
   uv_mutex_lock(&pool->lock);
   job->id = ++pool->last_id;
@@ -797,12 +593,12 @@ static void enqueue(lua_State *L, pool_t *pool, job_t *job) {
   pool->queued++;
   err = maybe_grow(pool);
   if (err != 0 && pool->nworkers == 0) {
-    list_remove(&pool->queue, job);
+    synchro__job_list_remove(&pool->queue, job);
     pool->queued--;
     uv_mutex_unlock(&pool->lock);
     luaL_unref(L, LUA_REGISTRYINDEX, job->cb_ref);
     job->cb_ref = LUA_NOREF;
-    uv_close((uv_handle_t *)&job->async, on_job_closed);
+    uv_close((uv_handle_t *)&job->async, synchro__job_closed);
     luaL_error(L, "run_in_thread: cannot start a worker thread (%s)",
                uv_strerror(err));
   }
@@ -818,8 +614,8 @@ static int workers_submit(lua_State *L) {
   job_t *job;
   luaL_checktype(L, 1, LUA_TFUNCTION);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  job = new_job(L, pool, KIND_CALL, 1, 2, 3);
-  enqueue(L, pool, job);
+  job = synchro__job_new(L, pool, KIND_CALL, 1, 2, 3);
+  synchro__job_enqueue(L, pool, job);
   lua_pushinteger(L, (lua_Integer)job->id);
   return 1;
 }
@@ -827,12 +623,12 @@ static int workers_submit(lua_State *L) {
 /* core.workers_submit_on(pool, fn, callback, ...) -> id: the same on a
  * private pool (core.workers_pool). */
 static int workers_submit_on(lua_State *L) {
-  pool_t *pool = opt_pool(L, 1);
+  pool_t *pool = synchro__workers_opt_pool(L, 1);
   job_t *job;
   luaL_checktype(L, 2, LUA_TFUNCTION);
   luaL_checktype(L, 3, LUA_TFUNCTION);
-  job = new_job(L, pool, KIND_CALL, 2, 3, 4);
-  enqueue(L, pool, job);
+  job = synchro__job_new(L, pool, KIND_CALL, 2, 3, 4);
+  synchro__job_enqueue(L, pool, job);
   lua_pushinteger(L, (lua_Integer)job->id);
   return 1;
 }
@@ -849,13 +645,13 @@ static int workers_pool(lua_State *L) {
 }
 
 /* Drops a queued job (its callback will not run): under pool's lock. */
-static int drop_queued_locked(pool_t *pool, job_t *job) {
+int synchro__job_drop_queued_locked(pool_t *pool, job_t *job) {
   job_t *j;
   for (j = pool->queue.head; j != NULL && j != job; j = j->next)
     ;
   if (j == NULL)
     return 0;
-  list_remove(&pool->queue, job);
+  synchro__job_list_remove(&pool->queue, job);
   pool->queued--;
   return 1;
 }
@@ -866,7 +662,7 @@ static int drop_queued_locked(pool_t *pool, job_t *job) {
 static int workers_cancel(lua_State *L) {
   int64_t id = (int64_t)luaL_checkinteger(L, 1);
   pool_t *pool =
-      lua_isnoneornil(L, 2) ? get_pool(L, 0) : opt_pool(L, 2);
+      lua_isnoneornil(L, 2) ? get_pool(L, 0) : synchro__workers_opt_pool(L, 2);
   job_t *job = NULL;
   int dropped = 0;
   if (pool != NULL) {
@@ -875,7 +671,7 @@ static int workers_cancel(lua_State *L) {
       if (job->id == id)
         break;
     if (job != NULL) {
-      dropped = drop_queued_locked(pool, job);
+      dropped = synchro__job_drop_queued_locked(pool, job);
     } else {
       for (job = pool->running.head; job != NULL; job = job->next)
         if (job->id == id)
@@ -888,154 +684,11 @@ static int workers_cancel(lua_State *L) {
   if (dropped) {
     luaL_unref(L, LUA_REGISTRYINDEX, job->cb_ref);
     job->cb_ref = LUA_NOREF;
-    uv_close((uv_handle_t *)&job->async, on_job_closed);
+    uv_close((uv_handle_t *)&job->async, synchro__job_closed);
   }
   lua_pushboolean(L, dropped);
   return 1;
 }
-
-/* ---- generators ---- */
-
-/* core.workers_gen(pool|nil, capacity, fn, notify, ...) -> gen: runs
- * fn(...) as a coroutine on a worker, its yields queued as items (at most
- * capacity waiting); notify() runs on the loop when items arrive or the
- * generator ends. Thread: loop thread. */
-static int workers_gen(lua_State *L) {
-  pool_t *pool = opt_pool(L, 1);
-  lua_Integer capacity = luaL_checkinteger(L, 2);
-  gen_box_t *box;
-  job_t *job;
-  luaL_argcheck(L, capacity >= 1 && capacity <= 1000000, 2,
-                "between 1 and 1000000 expected");
-  luaL_checktype(L, 3, LUA_TFUNCTION);
-  luaL_checktype(L, 4, LUA_TFUNCTION);
-  job = new_job(L, pool, KIND_GEN, 3, 4, 5);
-  job->capacity = (int)capacity;
-  box = lua_newuserdata(L, sizeof(*box));
-  box->job = NULL;
-  luaL_setmetatable(L, GEN_MT);
-  synchro__incr(&job->refs); /* the box's */
-  box->job = job;
-  enqueue(L, pool, job);
-  return 1;
-}
-
-static job_t *check_gen(lua_State *L) {
-  gen_box_t *box = luaL_checkudata(L, 1, GEN_MT);
-  return box->job;
-}
-
-/* gen:take() -> "more", {items} | "end" | "error", err, traceback. Each
- * item is a table { n = count, values... }. Frees room for the worker. */
-static int gen_take(lua_State *L) {
-  job_t *job = check_gen(L);
-  pool_t *pool;
-  item_t *items, *item;
-  int state, i = 0, n;
-  if (job == NULL) {
-    lua_pushliteral(L, "end");
-    return 1;
-  }
-  pool = job->pool;
-  uv_mutex_lock(&pool->lock);
-  items = job->items;
-  job->items = job->items_tail = NULL;
-  job->nitems = 0;
-  state = job->state;
-  uv_cond_signal(&job->space);
-  uv_mutex_unlock(&pool->lock);
-  if (items != NULL || state != JOB_DONE) {
-    lua_pushliteral(L, "more");
-    lua_newtable(L);
-    for (item = items; item != NULL; item = item->next) {
-      int top = lua_gettop(L), k; /* top: the list of items */
-      n = synchro__marshal_decode(L, item->values.data, item->values.len);
-      if (n < 0) {
-        free_items(items);
-        return lua_error(L);
-      }
-      lua_createtable(L, n, 1);
-      for (k = n; k >= 1; k--) {
-        lua_pushvalue(L, top + k);
-        lua_rawseti(L, -2, k);
-      }
-      lua_pushinteger(L, n);
-      lua_setfield(L, -2, "n");
-      lua_replace(L, top + 1);
-      lua_settop(L, top + 1);
-      lua_rawseti(L, top, ++i);
-    }
-    free_items(items);
-    return 2;
-  }
-  if (job->outcome == OUTCOME_RESULTS) {
-    lua_pushliteral(L, "end");
-    return 1;
-  }
-  lua_pushliteral(L, "error");
-  if (job->outcome == OUTCOME_ERROR) {
-    n = synchro__marshal_decode(L, job->reply.data, job->reply.len);
-    if (n < 0)
-      lua_pushliteral(L, "");
-    return 1 + (n < 0 ? 2 : n);
-  }
-  lua_pushliteral(L, "run_in_thread: the worker could not run the "
-                     "generator (out of memory)");
-  lua_pushliteral(L, "");
-  return 3;
-}
-
-/* gen:stop(): the consumer is done; a queued generator is dropped, a
- * running one interrupted (its cleanup runs on the worker, then notify
- * runs and take() says "end"). Returns true if it has ended. */
-static int gen_stop(lua_State *L) {
-  job_t *job = check_gen(L);
-  pool_t *pool;
-  int ended;
-  if (job == NULL) {
-    lua_pushboolean(L, 1);
-    return 1;
-  }
-  pool = job->pool;
-  uv_mutex_lock(&pool->lock);
-  if (job->state == JOB_QUEUED && drop_queued_locked(pool, job)) {
-    job->state = JOB_DONE;
-    job->outcome = OUTCOME_RESULTS;
-  }
-  ended = job->state == JOB_DONE;
-  job->closed = 1;
-  __atomic_store_n(&job->interrupt, 1, __ATOMIC_RELEASE);
-  uv_cond_broadcast(&job->space);
-  uv_mutex_unlock(&pool->lock);
-  lua_pushboolean(L, ended);
-  return 1;
-}
-
-/* gen:close() (and __gc): stops it and lets it go: no notify after this;
- * safe to call twice. */
-static int gen_close(lua_State *L) {
-  gen_box_t *box = luaL_checkudata(L, 1, GEN_MT);
-  job_t *job = box->job;
-  pool_t *pool;
-  if (job == NULL)
-    return 0;
-  gen_stop(L);
-  box->job = NULL;
-  pool = job->pool;
-  uv_mutex_lock(&pool->lock);
-  if (job->state == JOB_RUNNING && !job->orphaned)
-    list_remove(&pool->running, job);
-  if (!job->orphaned) {
-    job->orphaned = 1;
-    uv_close((uv_handle_t *)&job->async, on_job_closed);
-  }
-  uv_mutex_unlock(&pool->lock);
-  luaL_unref(L, LUA_REGISTRYINDEX, job->cb_ref);
-  job->cb_ref = LUA_NOREF;
-  job_unref(job); /* the box's */
-  return 0;
-}
-
 
 /* core.workers_configure(max_workers): the pool's bound (>= 1). Idle
  * workers beyond it exit. */
@@ -1084,14 +737,9 @@ static int workers_stats(lua_State *L) {
 }
 
 void synchro__workers_register(lua_State *L) {
-  static const luaL_Reg gen_methods[] = {{"take", gen_take},
-                                         {"stop", gen_stop},
-                                         {"close", gen_close},
-                                         {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"workers_submit", workers_submit},
                                    {"workers_submit_on", workers_submit_on},
                                    {"workers_pool", workers_pool},
-                                   {"workers_gen", workers_gen},
                                    {"workers_cancel", workers_cancel},
                                    {"workers_configure", workers_configure},
                                    {"workers_stats", workers_stats},
@@ -1102,18 +750,7 @@ void synchro__workers_register(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
-  if (luaL_newmetatable(L, GEN_MT)) {
-    const luaL_Reg *m;
-    lua_newtable(L);
-    for (m = gen_methods; m->name != NULL; m++) {
-      lua_pushcfunction(L, m->func);
-      lua_setfield(L, -2, m->name);
-    }
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, gen_close);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  synchro__workers_gen_register(L);
   for (f = funcs; f->name != NULL; f++) {
     lua_pushcfunction(L, f->func);
     lua_setfield(L, -2, f->name);
