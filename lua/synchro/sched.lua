@@ -215,6 +215,9 @@ function Sched:finish(task, ok, ...)
       if up then adopt(up, kids[i]) end
     end
     task.kids, task.nkids = nil, 0
+    if up and up.cancelled then -- a cancelled parent keeps no child
+      for i = 1, #kids do self:cancel(kids[i]) end
+    end
   end
   task.state = "done"
   task.ok = ok
