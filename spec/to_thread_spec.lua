@@ -480,6 +480,37 @@ describe("S:offload and S:offload_module", function()
     assert.is_true(gone)
   end)
 
+  it("S:close() in the middle of a generator and of a method call",
+    function()
+      local S2 = synchro.new({ slow = 0 })
+      local m = S2:offload_module("spec.fixtures.blocking_counter")
+      local gen = S2:wrap(function()
+        local aio = require "synchro.aio"
+        local it = aio.iter_in_thread({ buffer = 2 }, function()
+          while true do coroutine.yield(1) end
+        end)
+        while true do
+          it:next()
+          aio.sleep(0.001)
+        end
+      end)
+      local t0
+      local r1, r2 = synchro.run(function()
+        local aio = synchro.aio
+        local t1 = aio.spawn(function() return (pcall(m.block, 60)) end)
+        local t2 = aio.spawn(function() return (pcall(gen)) end)
+        aio.sleep(0.1)
+        assert(not t1:done() and not t2:done())
+        t0 = util.now()
+        S2:close()
+        return t1:join(), t2:join()
+      end)
+      assert.is_true(util.now() - t0 < 10)
+      assert.is_false(r1)
+      assert.is_false(r2)
+      assert.has_error(function() m.add(1) end)
+    end)
+
   it("refuses bad arguments and objects that cannot be offloaded",
     function()
       assert.has_error(function() S:offload(42) end,
