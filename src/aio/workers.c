@@ -661,10 +661,15 @@ int synchro__job_drop_queued_locked(pool_t *pool, job_t *job) {
  * interrupted (see the top of the file) and its callback follows. */
 static int workers_cancel(lua_State *L) {
   int64_t id = (int64_t)luaL_checkinteger(L, 1);
-  pool_t *pool =
-      lua_isnoneornil(L, 2) ? get_pool(L, 0) : synchro__workers_opt_pool(L, 2);
+  pool_t *pool;
   job_t *job = NULL;
   int dropped = 0;
+  if (lua_isnoneornil(L, 2)) {
+    pool = get_pool(L, 0);
+  } else { /* a private pool shut down has no job left to cancel */
+    pool_box_t *box = luaL_checkudata(L, 2, POOL_MT);
+    pool = box->pool;
+  }
   if (pool != NULL) {
     uv_mutex_lock(&pool->lock);
     for (job = pool->queue.head; job != NULL; job = job->next)

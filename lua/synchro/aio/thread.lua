@@ -311,17 +311,38 @@ function M._offload_open(ctor, ...)
 end
 
 --- The loop's side of an offloaded object's method call.
+local inflight, released = {}, {} -- id -> calls running; id -> true
+
+local function shutdown(id)
+  local pool = offloaded[id]
+  offloaded[id], inflight[id], released[id] = nil, nil, nil
+  if pool then getmetatable(pool).__gc(pool) end
+end
+
+local function call_done(id, ok, ...)
+  inflight[id] = inflight[id] - 1
+  if inflight[id] == 0 and released[id] then shutdown(id) end
+  if not ok then error((...), 0) end
+  return ...
+end
+
 function M._offload_call(id, key, with_self, ...)
   local pool = offloaded[id]
-  if pool == nil then error("this offloaded object was released", 0) end
-  return run_on(pool, "offloaded method", call_method, key, with_self, ...)
+  if pool == nil or released[id] then
+    error("this offloaded object was released", 0)
+  end
+  inflight[id] = (inflight[id] or 0) + 1
+  return call_done(id, pcall(run_on, pool, "offloaded method", call_method,
+    key, with_self, ...))
 end
 
 --- Lets an offloaded object go: its worker ends once its calls are done.
 function M._offload_release(id)
-  local pool = offloaded[id]
-  offloaded[id] = nil
-  if pool then getmetatable(pool).__gc(pool) end
+  if (inflight[id] or 0) > 0 then
+    released[id] = true
+  else
+    shutdown(id)
+  end
 end
 
 --- How many offloaded objects are alive (for leak checks).
