@@ -140,6 +140,14 @@ function synchro.spawn(fn, ...) end
 ---@param detect fun(): (fun(f: synchro.Future): ...)|nil
 function synchro.register_adapter(detect) end
 
+--- Runs the blocking `fn(...)` on a worker thread of the default
+--- synchronizer's loop (inside a loop's task: of that loop) and returns
+--- its results: blocks plain code, awaits in async code (synchro.run, a
+--- task, a synchro.luv or cqueues coroutine).
+---@param fn fun(...): ...
+---@return ...
+function synchro.to_thread(fn, ...) end
+
 --- The awaiter of the running code (a function that awaits a Future), or
 --- nil when the running code can only block (see `register_adapter`).
 ---@return (fun(f: synchro.Future): ...)|nil
@@ -204,6 +212,25 @@ function Synchronizer:wrap_module(name) end
 --- Idempotent.
 ---@param grace? number
 function Synchronizer:close(grace) end
+
+--- Runs the blocking `fn(...)` on a worker thread of this synchronizer's
+--- loop: blocks plain code, awaits in async code. `fn` crosses as code.
+---@param fn fun(...): ...
+---@return ...
+function Synchronizer:to_thread(fn, ...) end
+
+--- Builds a blocking object with `ctor(...)` on a worker thread of its
+--- own, which keeps it; returns a table with one function per method,
+--- each running there in order (blocking plain code, awaiting in async
+--- code). `obj:method(...)` passes the object.
+---@param ctor fun(...): table|userdata
+---@return table
+function Synchronizer:offload(ctor, ...) end
+
+--- `S:offload` of `require(name)` in the worker's VM.
+---@param name string
+---@return table
+function Synchronizer:offload_module(name) end
 
 --- A reference another Lua state (on another OS thread) turns back into
 --- this Synchronizer with `synchro.import`.

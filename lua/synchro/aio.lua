@@ -32,12 +32,40 @@ local function check_function(fn, n, name)
   end
 end
 
---- Runs `fn(...)` as a new task of the current scheduler.
+--- Runs `fn(...)` as a new task of the current scheduler, a child of the
+--- current task: cancelling the current task cancels it too, and the
+--- current task's cancellation completes only once it has ended. If the
+--- current task ends without being cancelled, the child goes on.
 ---@param fn async fun(...): ...
 ---@return synchro.Task
 function aio.spawn(fn, ...)
   check_function(fn, 1, "spawn")
-  return sched.task("aio.spawn").sched:spawn(fn, ...)
+  local me = sched.task("aio.spawn")
+  return me.sched:spawn_child(me, fn, ...)
+end
+
+--- Runs `fn(...)` as a new task that belongs to no other: cancelling the
+--- current task leaves it running.
+---@param fn async fun(...): ...
+---@return synchro.Task
+function aio.spawn_detached(fn, ...)
+  check_function(fn, 1, "spawn_detached")
+  return sched.task("aio.spawn_detached").sched:spawn(fn, ...)
+end
+
+---@class synchro.aio.Group
+---@field spawn fun(self: synchro.aio.Group, fn: async fun(...): ..., ...): synchro.Task
+---@field cancel fun(self: synchro.aio.Group)
+
+--- A nursery: runs `body(group, ...)` as a task and returns its results
+--- once every task of the group has ended (`group:spawn(fn, ...)` adds
+--- one, `group:cancel()` cancels them all). The first error, of `body` or
+--- of a task, cancels the others, waits for their cleanup, and is raised.
+---@param body async fun(group: synchro.aio.Group, ...): ...
+---@return ...
+function aio.group(body, ...)
+  check_function(body, 1, "group")
+  return sched.group(body, ...)
 end
 
 --- Runs `fn(...)` so that a cancellation of the current task does not
@@ -93,11 +121,11 @@ local function to_tasks(name, skip, ...)
   for i = 1, n do
     local x = select(i, ...)
     if type(x) == "function" then
-      tasks[i] = me.sched:spawn(x)
+      tasks[i] = me.sched:spawn_child(me, x)
     elseif getmetatable(x) == sched.Task then
       tasks[i] = x
     else
-      tasks[i] = me.sched:spawn(sched.await_future, x)
+      tasks[i] = me.sched:spawn_child(me, sched.await_future, x)
     end
   end
   return tasks
@@ -190,6 +218,7 @@ aio.is_cancelled = sched.is_cancelled
 function aio.stdin() return require("synchro.aio.stream").stdin() end
 
 aio.run_in_thread = require("synchro.aio.thread").run_in_thread
+aio.iter_in_thread = require("synchro.aio.thread").iter_in_thread
 
 --- Watches a signal: see synchro.aio.signal.
 aio.signal = require("synchro.aio.signal").signal

@@ -86,6 +86,7 @@ require("synchro.wrap")(synchro, Synchronizer, P)
 require("synchro.generator")(synchro, Synchronizer, P)
 require("synchro.proxy")(synchro, Synchronizer, P)
 require("synchro.run")(synchro)
+require("synchro.aio.thread")._install(synchro, Synchronizer)
 
 do -- HTTP responses cross by value (lua/synchro/http_response.lua)
   local ext = debug.getregistry()["synchro.ext"]

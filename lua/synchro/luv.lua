@@ -9,33 +9,105 @@ local synchro = require "synchro"
 
 local M = {}
 
+local core = require "synchro.core"
+local sched = require "synchro.sched"
+
 local uv -- the luv module in use
-local running = setmetatable({}, { __mode = "k" }) -- coroutine -> task
-local co_running, co_resume, co_yield, co_status =
-  coroutine.running, coroutine.resume, coroutine.yield, coroutine.status
+local schedule -- runs a function where the host allows its API (Neovim)
 local unpack = table.unpack or unpack
 
 --- Uses this luv module (e.g. `vim.loop`); the default is `require "luv"`.
+--- `opts.schedule(fn)` runs fn later where the host's API may be used
+--- (inside Neovim the default is `vim.schedule`; `false` runs tasks right
+--- in the luv callbacks).
 ---@param luv table
-function M.use(luv)
+---@param opts? {schedule?: fun(fn: function)|false}
+function M.use(luv, opts)
   if type(luv) ~= "table" or type(luv.new_poll) ~= "function" then
     error("bad argument #1 to 'use' (luv module expected)", 2)
   end
+  opts = require("synchro.check").opts(opts, 2, "use", { "schedule" })
+  if opts.schedule ~= nil and opts.schedule ~= false and
+    type(opts.schedule) ~= "function" then
+    error("bad argument #2 to 'use' (schedule: function or false " ..
+      "expected, got " .. type(opts.schedule) .. ")", 2)
+  end
   uv = luv
+  if opts.schedule ~= nil then schedule = opts.schedule or nil end
 end
 
 local function get_uv()
   if uv == nil then
     local vim = rawget(_G, "vim")
     uv = vim and vim.loop or require "luv"
+    if schedule == nil and vim and type(vim.schedule) == "function" then
+      schedule = vim.schedule
+    end
   end
   return uv
+end
+
+-- Runs fn now, or through schedule (where the editor's API is allowed).
+local function dispatch(fn)
+  if schedule then schedule(fn) else fn() end
+end
+
+-- The scheduler of the luv coroutines: synchro's own (so that every
+-- synchro.aio primitive works in them), its timers luv timers, its tasks
+-- resumed from luv callbacks (through schedule, when set).
+local loop_sched
+
+local Timer = {}
+Timer.__index = Timer
+function Timer:start(seconds)
+  -- from now, not from the loop's cached time; in whole milliseconds,
+  -- never early
+  uv.update_time()
+  self.handle:start(math.ceil(math.max(seconds, 0) * 1000), 0, self.fire)
+end
+function Timer:stop() self.handle:stop() end
+function Timer:close()
+  if not self.handle:is_closing() then self.handle:close() end
+end
+
+local function new_timer(fn)
+  return setmetatable({ handle = get_uv().new_timer(),
+    fire = function() dispatch(fn) end }, Timer)
+end
+
+-- Awaits fut from a luv task: a uv poll on its fd wakes the task. A
+-- cancelled task cancels the call and still waits for its cleanup.
+local function await(fut)
+  if not fut:done() then
+    local task, token = sched.prepare("await")
+    local poll = get_uv().new_poll(fut:pollfd())
+    poll:start("r", function()
+      poll:stop()
+      poll:close()
+      dispatch(function() loop_sched:wake(task, token) end)
+    end)
+    sched.suspend(task, function()
+      fut:cancel()
+      return true -- woken by the poll once the call has ended
+    end)
+  end
+  return fut:outcome()
+end
+
+local function get_sched()
+  if loop_sched == nil then
+    get_uv()
+    loop_sched = sched.new({ timer = new_timer, now = core.now,
+      await = await })
+  end
+  return loop_sched
 end
 
 ---@class synchro.LuvTask
 ---@field done boolean
 ---@field ok boolean|nil
 ---@field error any
+---@field results table|nil
 local Task = {}
 Task.__index = Task
 
@@ -45,7 +117,10 @@ local function finish(task, ok, ...)
   if ok then
     task.results = { n = select("#", ...), ... }
   else
-    task.error = ...
+    local err = ...
+    local tb = task.task.traceback
+    if type(err) == "string" and tb then err = err .. "\n" .. tb end
+    task.error = err
   end
   if task.on_done then
     task.on_done(task)
@@ -54,48 +129,9 @@ local function finish(task, ok, ...)
   end
 end
 
-local function step(task, ...)
-  local co = task.co
-  if co_status(co) ~= "suspended" then return end
-  local ok, err = co_resume(co, ...)
-  if not ok then
-    running[co] = nil
-    finish(task, false, debug.traceback(co, err))
-  elseif co_status(co) == "dead" then
-    running[co] = nil
-  end
-end
-
--- Suspends the running luv coroutine until fut is done (never raises).
-local function wait_done(fut)
-  local task = running[co_running()]
-  if not fut:done() then
-    local poll = get_uv().new_poll(fut:pollfd())
-    task.future = fut
-    poll:start("r", function()
-      poll:stop()
-      poll:close()
-      step(task)
-    end)
-    co_yield()
-    task.future = nil
-  end
-end
-
-local function await(fut)
-  wait_done(fut)
-  if running[co_running()].cancelled then
-    -- the remote task has finished its cleanup by now
-    error(require("synchro.sched").cancelled(
-      "ECANCELED: the luv task was cancelled"), 0)
-  end
-  return fut:outcome()
-end
-
 -- Callbacks passed by this loop's coroutines run here, on the luv loop:
--- while such a call waits, a poll on the VM's inbox serves them, each in a
--- coroutine of its own (so it may await too).
-local core = require "synchro.core"
+-- while such a call waits, a poll on the VM's inbox serves them, each as a
+-- task of its own (so it may await too), where the host's API is allowed.
 local serving, inbox_poll = 0, nil
 
 local function serve_inbox()
@@ -103,14 +139,15 @@ local function serve_inbox()
   local run = debug.getregistry()["synchro.run_callback"]
   for i = 1, #calls do
     local rcall = calls[i]
-    M.run_opts({ on_done = function() end }, function()
-      core.rreply(rcall, run(core.rargs(rcall)))
+    dispatch(function()
+      M.run_opts({ on_done = function() end }, function()
+        core.rreply(rcall, run(core.rargs(rcall)))
+      end)
     end)
   end
 end
 
 synchro._callback_servers[await] = {
-  wait = wait_done,
   enter = function()
     serving = serving + 1
     if serving == 1 then
@@ -131,8 +168,10 @@ synchro._callback_servers[await] = {
 }
 
 synchro.register_adapter(function()
-  local co = co_running()
-  if co ~= nil and running[co] ~= nil then return await end
+  if loop_sched ~= nil and sched.in_task() and
+    sched.current.sched == loop_sched then
+    return await
+  end
   return nil
 end)
 
@@ -154,24 +193,25 @@ function M.run_opts(opts, fn, ...)
     error("bad argument #1 to 'run' (function expected, got " .. type(fn) ..
       ")", 2)
   end
-  get_uv()
+  if type(opts) ~= "table" then
+    error("bad argument #1 to 'run_opts' (table expected, got " ..
+      type(opts) .. ")", 2)
+  end
+  require("synchro.check").opts(opts, 1, "run_opts", { "on_done" })
+  local s = get_sched()
   local task = setmetatable({ done = false, on_done = opts.on_done }, Task)
-  local args = { n = select("#", ...), ... }
-  task.co = coroutine.create(function()
-    return finish(task, true, fn(unpack(args, 1, args.n)))
-  end)
-  running[task.co] = task
-  step(task)
+  task.task = s:spawn(fn, ...)
+  task.task.on_done = function(_, ok, ...) finish(task, ok, ...) end
+  s:run_ready()
   return task
 end
 
 --- Cancels the task: the synchro call it awaits is cancelled, its remote
---- cleanup runs, then the task gets an ECANCELED error.
+--- cleanup runs, then the task gets an ECANCELED error at its wait (and
+--- its children, spawned with aio.spawn, are cancelled with it).
 function Task:cancel()
   if self.done then return false end
-  self.cancelled = true
-  if self.future then self.future:cancel() end
-  return true
+  return loop_sched:cancel(self.task)
 end
 
 --- The task's results (after it is done), or raises its error.

@@ -610,6 +610,9 @@ local function loop_wrapped(id)
   end
   local w = setmetatable({ id = id, get = get }, LoopWrapped)
   w.aio = function(...) return get()(...) end
+  -- "always blocks": here the function runs in the calling task, to its
+  -- end (a blocking call of the loop into itself could never return)
+  w.sync = function(...) return get()(...) end
   w.future = function(...) return loop:spawn(get(), ...) end
   return w
 end

@@ -133,6 +133,43 @@ function Sched:spawn(fn, ...)
   return task
 end
 
+-- Structured tasks: a child (spawned inside a task of the same scheduler)
+-- is cancelled with its parent, and a cancelled parent's outcome goes out
+-- only once its children have ended. A parent that ends without being
+-- cancelled hands the children still running to its own parent (or lets
+-- them go on as roots): they outlive it, as a spawned task always did.
+
+local function adopt(parent, task)
+  task.parent = parent
+  local kids = parent.kids
+  if kids == nil then
+    kids = {}
+    parent.kids = kids
+  end
+  kids[task] = true
+  parent.nkids = (parent.nkids or 0) + 1
+end
+
+--- Creates a task running fn(...) as a child of parent (nil: a root).
+--- A child of a cancelled parent outside a shield is born cancelled.
+function Sched:spawn_child(parent, fn, ...)
+  local task = self:spawn(fn, ...)
+  if parent ~= nil and parent.sched == self and parent.state ~= "done" then
+    adopt(parent, task)
+    if parent.cancelled and parent.shield == 0 then task.cancelled = true end
+  end
+  return task
+end
+
+-- The children of task, as a list (they may end while we go through it).
+local function kids_of(task)
+  local list = {}
+  if task.kids then
+    for kid in pairs(task.kids) do list[#list + 1] = kid end
+  end
+  return list
+end
+
 --- Creates a task running fn(...) and runs it at once, up to its first
 --- wait; on_done(task, ok, ...) gets its outcome, and task.tag is tag.
 --- Used for calls from another thread, whose results the task need not
@@ -160,6 +197,28 @@ function Sched:start(fn, on_done, tag, ...)
 end
 
 function Sched:finish(task, ok, ...)
+  if task.nkids and task.nkids > 0 then
+    if task.cancelled then
+      -- its children were cancelled with it: its outcome waits for them
+      task.state = "settling"
+      task.settled = pack(ok, ...)
+      local kids = kids_of(task)
+      for i = 1, #kids do self:cancel(kids[i]) end
+      return
+    end
+    -- they outlive it: handed to its parent, or roots from now on
+    local up = task.parent
+    if up and up.state == "done" then up = nil end
+    local kids = kids_of(task)
+    for i = 1, #kids do
+      kids[i].parent = nil
+      if up then adopt(up, kids[i]) end
+    end
+    task.kids, task.nkids = nil, 0
+    if up and up.cancelled then -- a cancelled parent keeps no child
+      for i = 1, #kids do self:cancel(kids[i]) end
+    end
+  end
   task.state = "done"
   task.ok = ok
   if not ok then
@@ -174,6 +233,17 @@ function Sched:finish(task, ok, ...)
   if task.on_done then task.on_done(task, ok, ...) end
   if joiners then
     for i = 1, #joiners do joiners[i](task) end
+  end
+  local parent = task.parent
+  if parent then
+    task.parent = nil
+    parent.kids[task] = nil
+    parent.nkids = parent.nkids - 1
+    if parent.nkids == 0 and parent.state == "settling" then
+      local r = parent.settled
+      parent.settled = nil
+      self:finish(parent, unpack(r, 1, r.n))
+    end
   end
   if self.nlive == 0 and self.on_empty then self.on_empty() end
 end
@@ -268,6 +338,10 @@ end
 function Sched:cancel(task)
   if task.state == "done" then return false end
   task.cancelled = true
+  if task.nkids and task.nkids > 0 then
+    local kids = kids_of(task)
+    for i = 1, #kids do self:cancel(kids[i]) end
+  end
   if task.state == "waiting" and task.shield == 0 then
     local on_cancel = task.on_cancel
     task.on_cancel = nil
@@ -497,6 +571,80 @@ function M.race_tasks(tasks)
   return outcome(winner)
 end
 
+-- Groups (nurseries) -------------------------------------------------------
+
+local Group = {}
+Group.__index = Group
+M.Group = Group
+
+local function group_ended(g, t)
+  g.tasks[t] = nil
+  g.live = g.live - 1
+  -- a task that was cancelled and ends so is no failure of its own
+  if not t.ok and g.failed == nil and
+    not (t.cancelled and M.is_cancelled(t.err)) then
+    g.failed = t
+    g:cancel()
+  end
+  if g.live == 0 and g.token then g.owner.sched:wake(g.owner, g.token) end
+end
+
+--- Starts fn(...) as a task of the group (a child of the group's task).
+function Group:spawn(fn, ...)
+  if self.ended then error("this group has ended", 2) end
+  local owner = self.owner
+  local t = owner.sched:spawn_child(owner, fn, ...)
+  if self.cancelling then t.cancelled = true end
+  self.tasks[t] = true
+  self.live = self.live + 1
+  local joiners = t.joiners or {}
+  t.joiners = joiners
+  joiners[#joiners + 1] = function(done) group_ended(self, done) end
+  return t
+end
+
+--- Cancels every task of the group (and those it starts from now on).
+function Group:cancel()
+  self.cancelling = true
+  local list = {}
+  for t in pairs(self.tasks) do list[#list + 1] = t end
+  for i = 1, #list do list[i].sched:cancel(list[i]) end
+end
+
+--- Runs body(group, ...) as the group's first task, and returns its results
+--- once every task of the group has ended; the first error (of body or of
+--- a task) cancels the others, waits for their cleanup, and is raised.
+function M.group(body, ...)
+  local me = M.task("aio.group")
+  local g = setmetatable({ owner = me, tasks = {}, live = 0 }, Group)
+  local main = g:spawn(body, g, ...)
+  local ok, err = ypcall(function()
+    while g.live > 0 do
+      local _
+      _, g.token = M.prepare("aio.group")
+      M.suspend(me)
+      g.token = nil
+    end
+  end)
+  g.token = nil
+  if not ok then
+    -- this task was cancelled (or failed) while waiting
+    g:cancel()
+    M.shield(function()
+      while g.live > 0 do
+        local _
+        _, g.token = M.prepare("aio.group")
+        M.suspend(me)
+        g.token = nil
+      end
+    end)
+  end
+  g.ended = true
+  if not ok then error(err, 0) end
+  if g.failed then error(g.failed.err, 0) end
+  return outcome(main)
+end
+
 --- Sleeps seconds in the current task.
 function M.sleep(seconds)
   local task, token = M.prepare("aio.sleep")
@@ -512,7 +660,7 @@ end
 --- cleanup and returns nil, "ETIMEDOUT: ...", "ETIMEDOUT".
 function M.timeout(seconds, fn, ...)
   local me = M.task("aio.timeout")
-  local child = me.sched:spawn(fn, ...)
+  local child = me.sched:spawn_child(me, fn, ...)
   local expired = false
   local token
   local timer = me.sched.backend.timer(function()
@@ -547,6 +695,8 @@ end
 --- Awaits a future (a call into a synchronizer) from a task. Cancelling the
 --- task cancels the call and still waits for its cleanup to finish.
 function M.await_future(fut)
+  local own = M.current and M.current.sched.backend.await
+  if own then return own(fut) end -- a foreign loop's scheduler (synchro.luv)
   if not fut:done() then
     local task, token = M.prepare("aio.await")
     local backend = task.sched.backend

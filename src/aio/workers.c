@@ -14,7 +14,24 @@
  * worker runs it and encodes the results (or the error and a traceback);
  * the job's uv_async_t brings it back to the loop thread, which calls the
  * job's Lua callback and closes the async. A queued job can be cancelled
- * (core.workers_cancel); a running one cannot be interrupted.
+ * (core.workers_cancel): it is dropped. A running one is interrupted: the
+ * worker VM carries a count hook (as the loop's tasks do, src/vm/watch.c)
+ * that reads the job's interrupt flag every WATCH_COUNT instructions and
+ * raises ECANCELED inside the job, once, then again each INTERRUPT_AGAIN_NS
+ * while the job goes on (its pcall cleanup runs in between). Hooks never
+ * run inside C code, nor in loops LuaJIT compiled.
+ *
+ * A generator job (core.workers_gen) runs its function as a coroutine whose
+ * yields are items: each is encoded into the job's queue, and the worker
+ * waits while the queue holds `capacity` items (back pressure). The loop
+ * takes them on demand (gen:take()); the async only says "something
+ * changed". Closing the generator (gen:close(), its __gc, the pool's
+ * shutdown) interrupts it and resumes it until it ends, so its cleanup
+ * runs; items it yields after that are dropped.
+ *
+ * Pools: the loop's own (created on first use, in the loop VM's registry)
+ * and private ones (core.workers_pool(n)), each owned by a userdata; a
+ * private pool of one worker keeps one VM for an offloaded object.
  *
  * Shutdown: the pool is owned by a userdata in the loop VM's registry, so
  * closing the loop VM (S:close) collects it: queued jobs are dropped, idle
@@ -26,66 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "aio.h"
-
-#define POOL_MT         "synchro.workers"
-#define POOL_KEY        "synchro.workers.pool"
-#define DEFAULT_WORKERS 4
-#define CACHE_KEY       "synchro.worker.cache"
-#define CACHE_COUNT_KEY "synchro.worker.cache_count"
-#define CACHE_MAX       64
-#define TRACEBACK_KEY   "synchro.worker.traceback"
-
-enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
-enum { OUTCOME_NONE, OUTCOME_RESULTS, OUTCOME_ERROR };
-
-typedef struct pool pool_t;
-typedef struct job job_t;
-typedef struct worker worker_t;
-
-struct job {
-  job_t *prev, *next; /* in the pool's queue, then its running list */
-  int64_t id;
-  int state;
-  int refs;     /* the async handle's, plus the worker's while it runs */
-  int orphaned; /* the loop is gone: the worker must not wake it */
-  int outcome;  /* OUTCOME_*: what job->reply holds */
-  int cb_ref;
-  uv_async_t async;
-  pool_t *pool;
-  synchro_buf_t code, args, reply;
-};
-
-typedef struct {
-  job_t *head, *tail;
-} job_list_t;
-
-struct worker {
-  worker_t *next;
-  pool_t *pool;
-  uv_thread_t thread;
-  int busy;
-  int joined; /* the shutdown joins it; else it detaches itself */
-};
-
-struct pool {
-  uv_mutex_t lock;
-  uv_cond_t cond;
-  job_list_t queue, running;
-  worker_t *workers;
-  int nworkers, idle, starting, queued, max_workers, closing;
-  int refs; /* the loop's, plus one per worker */
-  int vms_created;
-  int64_t last_id;
-  char *path, *cpath;
-  lua_CFunction open_core; /* synchro.core, for the worker VMs */
-  synchro_t *S;
-  lua_State *L; /* the loop VM's main state */
-};
-
-typedef struct {
-  pool_t *pool;
-} pool_box_t;
+#include "workers.h"
 
 /* ---- lists and references ---- */
 
@@ -99,7 +57,7 @@ static void list_push(job_list_t *list, job_t *job) {
   list->tail = job;
 }
 
-static void list_remove(job_list_t *list, job_t *job) {
+void synchro__job_list_remove(job_list_t *list, job_t *job) {
   if (job->prev != NULL)
     job->prev->next = job->next;
   else
@@ -111,16 +69,39 @@ static void list_remove(job_list_t *list, job_t *job) {
   job->prev = job->next = NULL;
 }
 
-static void job_unref(job_t *job) {
+void synchro__job_free_items(item_t *item) {
+  while (item != NULL) {
+    item_t *next = item->next;
+    synchro__buf_free(&item->values);
+    free(item);
+    item = next;
+  }
+}
+
+static void pool_free(pool_t *pool);
+
+void synchro__job_unref(job_t *job) {
+  pool_t *pool = job->pool;
+  int last;
   if (synchro__decr(&job->refs) != 0)
     return;
+  uv_mutex_lock(&pool->lock);
+  last = --pool->refs == 0; /* each job holds its pool */
+  uv_mutex_unlock(&pool->lock);
+  if (last)
+    pool_free(pool);
   synchro__buf_free(&job->code);
   synchro__buf_free(&job->args);
   synchro__buf_free(&job->reply);
+  synchro__job_free_items(job->items);
+  if (job->kind == KIND_GEN)
+    uv_cond_destroy(&job->space);
   free(job);
 }
 
-static void on_job_closed(uv_handle_t *handle) { job_unref(handle->data); }
+void synchro__job_closed(uv_handle_t *handle) {
+  synchro__job_unref(handle->data);
+}
 
 /* Call with the lock held; returns whether that was the last reference. */
 static int pool_unref_locked(pool_t *pool) { return --pool->refs == 0; }
@@ -155,6 +136,27 @@ static int open_vm(lua_State *L) {
   return 0;
 }
 
+/* The interrupt hook: see the top of the file. */
+static void interrupt_hook(lua_State *L, lua_Debug *ar) {
+  worker_t *w;
+  job_t *job;
+  uint64_t now;
+  (void)ar;
+  lua_getfield(L, LUA_REGISTRYINDEX, WORKER_KEY);
+  w = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (w == NULL || (job = w->current) == NULL ||
+      !__atomic_load_n(&job->interrupt, __ATOMIC_ACQUIRE))
+    return;
+  now = synchro__now_ns();
+  if (job->interrupted_ns != 0 &&
+      now - job->interrupted_ns < INTERRUPT_AGAIN_NS)
+    return;
+  job->interrupted_ns = now;
+  lua_pushliteral(L, INTERRUPTED);
+  lua_error(L);
+}
+
 static lua_State *new_vm(pool_t *pool) {
   lua_State *L = luaL_newstate();
   if (L == NULL)
@@ -177,7 +179,7 @@ static int keep_traceback(lua_State *L) {
 
 /* Pushes the job's function, decoded or from the cache; returns 0, or
  * pushes an error message and returns -1. */
-static int push_function(lua_State *L, job_t *job) {
+int synchro__job_push_function(lua_State *L, job_t *job) {
   int t = lua_gettop(L), n;
   lua_getfield(L, LUA_REGISTRYINDEX, CACHE_KEY);     /* t + 1 */
   lua_pushlstring(L, job->code.data, job->code.len); /* t + 2 */
@@ -225,7 +227,7 @@ static int run_job(lua_State *L) {
   int base, n, bad = 0;
   lua_settop(L, 0);
   lua_pushcfunction(L, keep_traceback);
-  if (push_function(L, job) != 0) {
+  if (synchro__job_push_function(L, job) != 0) {
     lua_pushliteral(L, "");
     goto failed;
   }
@@ -264,7 +266,7 @@ failed:
 static void execute(lua_State *L, job_t *job) {
   job->outcome = OUTCOME_NONE;
   if (L != NULL) {
-    lua_pushcfunction(L, run_job);
+    lua_pushcfunction(L, job->kind == KIND_GEN ? synchro__gen_run : run_job);
     lua_pushlightuserdata(L, job);
     if (lua_pcall(L, 1, 0, 0) != 0) {
       job->reply.len = 0;
@@ -293,6 +295,11 @@ static void worker_main(void *arg) {
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
   L = new_vm(pool);
+  if (L != NULL) {
+    lua_pushlightuserdata(L, w);
+    lua_setfield(L, LUA_REGISTRYINDEX, WORKER_KEY);
+    lua_sethook(L, interrupt_hook, LUA_MASKCOUNT, WATCH_COUNT);
+  }
   uv_mutex_lock(&pool->lock);
   pool->starting--;
   if (L != NULL)
@@ -309,23 +316,28 @@ static void worker_main(void *arg) {
       pool->idle--;
       continue;
     }
-    list_remove(&pool->queue, job);
+    synchro__job_list_remove(&pool->queue, job);
     pool->queued--;
     list_push(&pool->running, job);
     job->state = JOB_RUNNING;
     synchro__incr(&job->refs); /* the worker's */
     w->busy = 1;
+    w->current = job;
     uv_mutex_unlock(&pool->lock);
 
     execute(L, job);
 
     uv_mutex_lock(&pool->lock);
+    w->current = NULL;
     w->busy = 0;
     job->state = JOB_DONE;
+    if (job->kind == KIND_GEN && !job->orphaned)
+      /* the consumer takes the end */
+      synchro__job_list_remove(&pool->running, job);
     if (!job->orphaned)
       uv_async_send(&job->async); /* under the lock: see pool_shutdown */
     uv_mutex_unlock(&pool->lock);
-    job_unref(job);
+    synchro__job_unref(job);
     uv_mutex_lock(&pool->lock);
   }
   /* Leave the pool. */
@@ -380,12 +392,16 @@ static void on_job_done(uv_async_t *async) {
   pool_t *pool = job->pool;
   lua_State *L = pool->L;
   int ref, n, top = lua_gettop(L);
+  if (job->kind == KIND_GEN) {
+    synchro__gen_changed(L, job);
+    return;
+  }
   uv_mutex_lock(&pool->lock);
   if (job->state != JOB_DONE) {
     uv_mutex_unlock(&pool->lock);
     return;
   }
-  list_remove(&pool->running, job);
+  synchro__job_list_remove(&pool->running, job);
   uv_mutex_unlock(&pool->lock);
   ref = job->cb_ref;
   job->cb_ref = LUA_NOREF;
@@ -406,7 +422,7 @@ static void on_job_done(uv_async_t *async) {
     lua_pushliteral(L, "");
     n = 2;
   }
-  uv_close((uv_handle_t *)&job->async, on_job_closed);
+  uv_close((uv_handle_t *)&job->async, synchro__job_closed);
   if (lua_pcall(L, 1 + n, 0, 0) != 0) {
     fprintf(stderr, "synchro: error in a run_in_thread callback: %s\n",
             lua_tostring(L, -1));
@@ -428,15 +444,21 @@ static int pool_shutdown(lua_State *L) {
   uv_mutex_lock(&pool->lock);
   pool->closing = 1;
   while ((job = pool->queue.head) != NULL) {
-    list_remove(&pool->queue, job);
-    uv_close((uv_handle_t *)&job->async, on_job_closed);
+    synchro__job_list_remove(&pool->queue, job);
+    job->orphaned = 1;
+    job->state = JOB_DONE; /* OUTCOME_NONE: it never ran */
+    uv_close((uv_handle_t *)&job->async, synchro__job_closed);
   }
   pool->queued = 0;
   while ((job = pool->running.head) != NULL) {
-    list_remove(&pool->running, job);
+    synchro__job_list_remove(&pool->running, job);
     job->orphaned = 1;
+    job->closed = 1;
+    __atomic_store_n(&job->interrupt, 1, __ATOMIC_RELEASE);
+    if (job->kind == KIND_GEN)
+      uv_cond_broadcast(&job->space);
     if (!uv_is_closing((uv_handle_t *)&job->async))
-      uv_close((uv_handle_t *)&job->async, on_job_closed);
+      uv_close((uv_handle_t *)&job->async, synchro__job_closed);
   }
   join = malloc((size_t)(pool->nworkers + 1) * sizeof(*join));
   for (w = pool->workers; w != NULL && join != NULL; w = w->next) {
@@ -458,7 +480,9 @@ static int pool_shutdown(lua_State *L) {
   return 0;
 }
 
-static pool_t *new_pool(lua_State *L, synchro_t *S) {
+/* Pushes a new pool's owning userdata; the loop's (shared != 0) is kept
+ * in the registry instead. */
+static pool_t *new_pool(lua_State *L, synchro_t *S, int shared) {
   pool_box_t *box = lua_newuserdata(L, sizeof(*box));
   pool_t *pool;
   box->pool = NULL;
@@ -492,7 +516,8 @@ static pool_t *new_pool(lua_State *L, synchro_t *S) {
     lua_pop(L, 2);
   }
   lua_pop(L, 1);
-  lua_setfield(L, LUA_REGISTRYINDEX, POOL_KEY);
+  if (shared)
+    lua_setfield(L, LUA_REGISTRYINDEX, POOL_KEY);
   return pool;
 }
 
@@ -505,39 +530,62 @@ static pool_t *get_pool(lua_State *L, int create) {
   lua_pop(L, 1);
   if (box != NULL && box->pool != NULL)
     return box->pool;
-  return create ? new_pool(L, S) : NULL;
+  return create ? new_pool(L, S, 1) : NULL;
 }
 
-/* core.workers_submit(fn, callback, ...) -> id: runs fn(...) on a worker;
- * callback(true, results...) or callback(false, error, traceback) follows
- * on the loop. */
-static int workers_submit(lua_State *L) {
-  pool_t *pool = get_pool(L, 1);
-  int top = lua_gettop(L), bad = 0, err;
-  job_t *job;
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  job = calloc(1, sizeof(*job));
+/* The pool at idx (a private pool's userdata), or the loop's if nil. */
+pool_t *synchro__workers_opt_pool(lua_State *L, int idx) {
+  pool_box_t *box;
+  if (lua_isnoneornil(L, idx))
+    return get_pool(L, 1);
+  box = luaL_checkudata(L, idx, POOL_MT);
+  if (box->pool == NULL)
+    luaL_error(L, "this worker pool is closed");
+  return box->pool;
+}
+
+/* A new job of pool: fn at fn_idx, its arguments from first to the top,
+ * the callback at cb_idx (referenced). Raises on bad values. */
+job_t *synchro__job_new(lua_State *L, pool_t *pool, int kind, int fn_idx,
+                        int cb_idx, int first) {
+  int top = lua_gettop(L), bad = 0;
+  job_t *job = calloc(1, sizeof(*job));
   if (job == NULL)
-    return luaL_error(L, "not enough memory");
+    luaL_error(L, "not enough memory");
   job->refs = 1;
   job->pool = pool;
-  if (synchro__marshal_encode(L, 1, 1, SYNCHRO_MARSHAL_CODE, "fn", &job->code,
-                              NULL) != 0) {
-    job_unref(job);
-    return luaL_error(L, "bad argument #1 to 'run_in_thread' (%s)",
-                      lua_tostring(L, -1));
+  uv_mutex_lock(&pool->lock);
+  pool->refs++; /* released with the job */
+  uv_mutex_unlock(&pool->lock);
+  job->kind = kind;
+  job->cb_ref = LUA_NOREF;
+  if (kind == KIND_GEN && uv_cond_init(&job->space) != 0) {
+    job->kind = KIND_CALL; /* no cond to destroy */
+    synchro__job_unref(job);
+    luaL_error(L, "cannot create a condition variable");
   }
-  if (synchro__marshal_encode(L, 3, top - 2, SYNCHRO_MARSHAL_DATA, "args",
-                              &job->args, &bad) != 0) {
-    job_unref(job);
-    return luaL_error(L, "bad argument #%d to 'run_in_thread' (%s)", bad + 1,
-                      lua_tostring(L, -1));
+  if (synchro__marshal_encode(L, fn_idx, 1, SYNCHRO_MARSHAL_CODE, "fn",
+                              &job->code, NULL) != 0) {
+    synchro__job_unref(job);
+    luaL_error(L, "bad argument #1 to 'run_in_thread' (%s)",
+               lua_tostring(L, -1));
   }
-  lua_pushvalue(L, 2);
+  if (synchro__marshal_encode(L, first, top - first + 1, SYNCHRO_MARSHAL_DATA,
+                              "args", &job->args, &bad) != 0) {
+    synchro__job_unref(job);
+    luaL_error(L, "bad argument #%d to 'run_in_thread' (%s)", bad + 1,
+               lua_tostring(L, -1));
+  }
+  lua_pushvalue(L, cb_idx);
   job->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   uv_async_init(&pool->S->loop, &job->async, on_job_done);
   job->async.data = job;
+  return job;
+}
+
+/* Queues job and wakes or starts a worker; raises if none can start. */
+void synchro__job_enqueue(lua_State *L, pool_t *pool, job_t *job) {
+  int err;
   uv_mutex_lock(&pool->lock);
   job->id = ++pool->last_id;
   job->state = JOB_QUEUED;
@@ -545,43 +593,105 @@ static int workers_submit(lua_State *L) {
   pool->queued++;
   err = maybe_grow(pool);
   if (err != 0 && pool->nworkers == 0) {
-    list_remove(&pool->queue, job);
+    synchro__job_list_remove(&pool->queue, job);
     pool->queued--;
     uv_mutex_unlock(&pool->lock);
     luaL_unref(L, LUA_REGISTRYINDEX, job->cb_ref);
-    uv_close((uv_handle_t *)&job->async, on_job_closed);
-    return luaL_error(L, "run_in_thread: cannot start a worker thread (%s)",
-                      uv_strerror(err));
+    job->cb_ref = LUA_NOREF;
+    uv_close((uv_handle_t *)&job->async, synchro__job_closed);
+    luaL_error(L, "run_in_thread: cannot start a worker thread (%s)",
+               uv_strerror(err));
   }
   uv_cond_signal(&pool->cond);
   uv_mutex_unlock(&pool->lock);
+}
+
+/* core.workers_submit(fn, callback, ...) -> id: runs fn(...) on a worker
+ * of the loop's pool; callback(true, results...) or callback(false,
+ * error, traceback) follows on the loop. Thread: loop thread. */
+static int workers_submit(lua_State *L) {
+  pool_t *pool = get_pool(L, 1);
+  job_t *job;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  job = synchro__job_new(L, pool, KIND_CALL, 1, 2, 3);
+  synchro__job_enqueue(L, pool, job);
   lua_pushinteger(L, (lua_Integer)job->id);
   return 1;
 }
 
-/* core.workers_cancel(id) -> true if the job had not started (it is
- * dropped and its callback will not run), else false. */
+/* core.workers_submit_on(pool, fn, callback, ...) -> id: the same on a
+ * private pool (core.workers_pool). */
+static int workers_submit_on(lua_State *L) {
+  pool_t *pool = synchro__workers_opt_pool(L, 1);
+  job_t *job;
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  job = synchro__job_new(L, pool, KIND_CALL, 2, 3, 4);
+  synchro__job_enqueue(L, pool, job);
+  lua_pushinteger(L, (lua_Integer)job->id);
+  return 1;
+}
+
+/* core.workers_pool(max_workers) -> a private pool, shut down with its
+ * userdata (collected, or the loop VM closed). */
+static int workers_pool(lua_State *L) {
+  lua_Integer max = luaL_checkinteger(L, 1);
+  pool_t *pool;
+  luaL_argcheck(L, max >= 1 && max <= 1024, 1, "between 1 and 1024 expected");
+  pool = new_pool(L, synchro__loop_of(L), 0);
+  pool->max_workers = (int)max;
+  return 1;
+}
+
+/* Drops a queued job (its callback will not run): under pool's lock. */
+int synchro__job_drop_queued_locked(pool_t *pool, job_t *job) {
+  job_t *j;
+  for (j = pool->queue.head; j != NULL && j != job; j = j->next)
+    ;
+  if (j == NULL)
+    return 0;
+  synchro__job_list_remove(&pool->queue, job);
+  pool->queued--;
+  return 1;
+}
+
+/* core.workers_cancel(id [, pool]) -> true if the job had not started (it
+ * is dropped and its callback will not run), else false: a running job is
+ * interrupted (see the top of the file) and its callback follows. */
 static int workers_cancel(lua_State *L) {
   int64_t id = (int64_t)luaL_checkinteger(L, 1);
-  pool_t *pool = get_pool(L, 0);
+  pool_t *pool;
   job_t *job = NULL;
+  int dropped = 0;
+  if (lua_isnoneornil(L, 2)) {
+    pool = get_pool(L, 0);
+  } else { /* a private pool shut down has no job left to cancel */
+    pool_box_t *box = luaL_checkudata(L, 2, POOL_MT);
+    pool = box->pool;
+  }
   if (pool != NULL) {
     uv_mutex_lock(&pool->lock);
     for (job = pool->queue.head; job != NULL; job = job->next)
       if (job->id == id)
         break;
     if (job != NULL) {
-      list_remove(&pool->queue, job);
-      pool->queued--;
+      dropped = synchro__job_drop_queued_locked(pool, job);
+    } else {
+      for (job = pool->running.head; job != NULL; job = job->next)
+        if (job->id == id)
+          break;
+      if (job != NULL)
+        __atomic_store_n(&job->interrupt, 1, __ATOMIC_RELEASE);
     }
     uv_mutex_unlock(&pool->lock);
   }
-  if (job != NULL) {
+  if (dropped) {
     luaL_unref(L, LUA_REGISTRYINDEX, job->cb_ref);
     job->cb_ref = LUA_NOREF;
-    uv_close((uv_handle_t *)&job->async, on_job_closed);
+    uv_close((uv_handle_t *)&job->async, synchro__job_closed);
   }
-  lua_pushboolean(L, job != NULL);
+  lua_pushboolean(L, dropped);
   return 1;
 }
 
@@ -633,6 +743,8 @@ static int workers_stats(lua_State *L) {
 
 void synchro__workers_register(lua_State *L) {
   static const luaL_Reg funcs[] = {{"workers_submit", workers_submit},
+                                   {"workers_submit_on", workers_submit_on},
+                                   {"workers_pool", workers_pool},
                                    {"workers_cancel", workers_cancel},
                                    {"workers_configure", workers_configure},
                                    {"workers_stats", workers_stats},
@@ -643,6 +755,7 @@ void synchro__workers_register(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
+  synchro__workers_gen_register(L);
   for (f = funcs; f->name != NULL; f++) {
     lua_pushcfunction(L, f->func);
     lua_setfield(L, -2, f->name);

@@ -22,10 +22,38 @@ function aio.sleep(seconds) end
 ---@return number
 function aio.now() end
 
---- Runs `fn(...)` as a new task of the current scheduler.
+--- Runs `fn(...)` as a new task of the current scheduler, a child of the
+--- current task: cancelling the current task cancels it too, and the
+--- current task's cancellation completes only once it has ended. If the
+--- current task ends without being cancelled, the child goes on.
 ---@param fn async fun(...): ...
 ---@return synchro.Task
 function aio.spawn(fn, ...) end
+
+--- Runs `fn(...)` as a new task that belongs to no other: cancelling the
+--- current task leaves it running.
+---@param fn async fun(...): ...
+---@return synchro.Task
+function aio.spawn_detached(fn, ...) end
+
+---@class synchro.aio.Group
+local Group = {}
+
+--- Starts `fn(...)` as a task of the group (a child of the group's task).
+---@param fn async fun(...): ...
+---@return synchro.Task
+function Group:spawn(fn, ...) end
+
+--- Cancels every task of the group (and those it starts from now on).
+function Group:cancel() end
+
+--- A nursery: runs `body(group, ...)` as a task and returns its results
+--- once every task of the group has ended. The first error, of `body` or
+--- of a task, cancels the others, waits for their cleanup, and is raised.
+---@async
+---@param body async fun(group: synchro.aio.Group, ...): ...
+---@return ...
+function aio.group(body, ...) end
 
 --- Runs `fn(...)` so that a cancellation of the current task does not
 --- interrupt it: for cleanup that must itself wait.
@@ -130,5 +158,12 @@ function aio.interval(seconds) end
 ---@param ... any
 ---@return ...
 function aio.run_in_thread(fn, ...) end
+
+--- Iterates a blocking generator run on a worker thread (see
+--- synchro.aio.thread).
+---@param opts_or_fn {buffer?: integer}|fun(...)
+---@param ... any
+---@return synchro.aio.ThreadIterator
+function aio.iter_in_thread(opts_or_fn, ...) end
 
 return aio

@@ -4,8 +4,12 @@
 local M = {}
 
 --- Uses this luv module (e.g. `vim.loop`); the default is `require "luv"`.
+--- `opts.schedule(fn)` runs fn later where the host's API may be used
+--- (inside Neovim the default is `vim.schedule`; `false` runs tasks right
+--- in the luv callbacks).
 ---@param luv table
-function M.use(luv) end
+---@param opts? {schedule?: fun(fn: function)|false}
+function M.use(luv, opts) end
 
 ---@class synchro.LuvTask
 ---@field done boolean
