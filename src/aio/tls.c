@@ -139,7 +139,8 @@ static int tls_context(lua_State *L) {
       SSL_CTX_use_certificate_chain_file(c->ctx, cert) != 1)
     return push_setup_error(L, "cannot load cert", cert);
   if (key != NULL &&
-      SSL_CTX_use_PrivateKey_file(c->ctx, key, SSL_FILETYPE_PEM) != 1)
+      SSL_CTX_use_PrivateKey_file(c->ctx, key, SSL_FILETYPE_PEM) != 1 &&
+      ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH)
     return push_setup_error(L, "cannot load key", key);
   if (cert != NULL && key != NULL && SSL_CTX_check_private_key(c->ctx) != 1) {
     lua_pushnil(L);
