@@ -121,6 +121,12 @@ static int tls_context(lua_State *L) {
   /* renegotiation would make a write wait for a read */
   SSL_CTX_set_options(c->ctx, SSL_OP_NO_RENEGOTIATION);
   SSL_CTX_set_mode(c->ctx, SSL_MODE_RELEASE_BUFFERS);
+  /* No session resumption, so no TLS 1.3 tickets: a client that writes
+   * and closes without reading would leave them unread, and its kernel
+   * would reset the connection instead of ending it (losing the data
+   * in flight). */
+  if (server)
+    SSL_CTX_set_num_tickets(c->ctx, 0);
   if (cafile != NULL) {
     if (SSL_CTX_load_verify_locations(c->ctx, cafile, NULL) != 1)
       return push_setup_error(L, "cannot load cafile", cafile);
