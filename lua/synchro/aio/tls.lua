@@ -202,7 +202,7 @@ end
 
 function Handle:write_queue_size() return self.raw:write_queue_size() end
 
-function Handle:kind() return "tls" end
+function Handle.kind() return "tls" end
 
 -- The handshake -------------------------------------------------------------
 
@@ -327,7 +327,7 @@ end
 --- ("ECERT: certificate verify failed: ...", "ETIMEDOUT", ...).
 ---@param host string
 ---@param port integer
----@param opts {cafile: string?, verify: boolean?, servername: string?, alpn: string|string[]|nil, timeout: number?, cert: string?, key: string?}|nil
+---@param opts synchro.tls.Options|nil
 ---@return synchro.tls.Stream|nil
 ---@return string|nil message
 ---@return string|nil code
@@ -355,7 +355,7 @@ local WRAP_OPTS = { "server", "cafile", "verify", "servername", "alpn",
 --- connection), and so is the connection if the handshake fails.
 --- Returns a TLS stream, or nil, msg, code.
 ---@param s synchro.aio.Stream
----@param opts {server: boolean?, cafile: string?, verify: boolean?, servername: string?, alpn: string|string[]|nil, timeout: number?, cert: string?, key: string?}|nil
+---@param opts synchro.tls.Options|nil
 ---@return synchro.tls.Stream|nil
 ---@return string|nil message
 ---@return string|nil code
@@ -392,7 +392,7 @@ end
 --- Details of the connection: `version` ("TLSv1.3"), `cipher`, `alpn`
 --- (the protocol agreed, if any), `peer` (the subject of the peer's
 --- certificate, if it sent one) and `verified` (it was verified).
----@return {version: string, cipher: string?, alpn: string?, peer: string?, verified: boolean}
+---@return synchro.tls.Info
 function Stream:info()
   stream.check(self, "info")
   return self.h.s:info()
@@ -478,7 +478,7 @@ local LISTEN_OPTS = { "cert", "key", "cafile", "verify", "alpn", "timeout",
 --- rejects, a key that does not match its cert, an address in use).
 ---@param host string
 ---@param port integer
----@param opts {cert: string, key: string, cafile: string?, verify: boolean?, alpn: string|string[]|nil, timeout: number?, backlog: integer?, ipv6only: boolean?}
+---@param opts synchro.tls.Options
 ---@param handler (async fun(stream: synchro.tls.Stream))|nil
 ---@return synchro.tls.Server|nil
 ---@return string|nil message
