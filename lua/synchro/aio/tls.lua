@@ -312,6 +312,9 @@ local CONNECT_OPTS = { "cafile", "verify", "servername", "alpn", "timeout",
 local function connect(host, port, ctx, vhost, sni)
   local conn, msg, code = tcp.connect(host, port)
   if not conn then return nil, msg, code end
+  -- TLS writes whole records; Nagle would hold the first write after the
+  -- handshake for the peer's delayed ACK
+  conn:nodelay(true)
   local raw, buffered = stream.detach(conn, "connect")
   return establish(raw, buffered, ctx, vhost, sni)
 end
@@ -439,6 +442,7 @@ Server.__index = Server
 tls.Server = Server
 
 local function accept_tls(self, conn, name)
+  conn:nodelay(true)
   local raw, buffered = stream.detach(conn, name)
   return with_timeout(self.timeout, establish, raw, buffered, self.ctx)
 end
