@@ -481,6 +481,86 @@ describe("synchro.aio.tls", function()
     assert.same({ "nil", "ECANCELED" }, { r[1], r[2] })
   end)
 
+  it("a peer that does not speak TLS: ETLS naming it", function()
+    local r = loop(function(d, aio, tls)
+      local plain = assert(aio.tcp.listen("127.0.0.1", 0, function(s)
+        s:write("220 hello, this is not TLS\r\n")
+        aio.sleep(5)
+      end))
+      local out = { tls.connect("127.0.0.1", plain:port(),
+        { verify = false }) }
+      plain:close()
+      return { tostring(out[1]), out[2], out[3] }
+    end)
+    assert.same({ "nil", "ETLS: wrong version number", "ETLS" }, r)
+  end)
+
+  it("after shutdown a write is EPIPE, as on TCP; reading goes on",
+    function()
+      local r = loop(function(d, aio, tls)
+        local srv = echo_server(d, tls)
+        local c = assert(tls.connect("localhost", srv:port(),
+          { cafile = d .. "/ca.pem" }))
+        assert(c:write("last words"))
+        local out = { c:shutdown() }
+        out[2], out[3], out[4] = c:write("more")
+        out[5] = c:read_all()
+        c:close()
+        srv:close()
+        return out
+      end)
+      assert.same({ true, nil, "EPIPE: broken pipe", "EPIPE", "last words" },
+        r)
+    end)
+
+  it("TLS inside TLS (wrap of a TLS stream), both sides", function()
+    local r = loop(function(d, aio, tls)
+      local sopts = { server = true, cert = d .. "/server.pem",
+        key = d .. "/server.key" }
+      local copts = { servername = "localhost", cafile = d .. "/ca.pem" }
+      local srv = assert(aio.tcp.listen("127.0.0.1", 0, function(s)
+        local inner = assert(tls.wrap(assert(tls.wrap(s, sopts)), sopts))
+        inner:write("nested " .. inner:read_line() .. "\n")
+        inner:close()
+      end))
+      local c = assert(aio.tcp.connect("127.0.0.1", srv:port()))
+      local outer = assert(tls.wrap(c, copts))
+      local inner = assert(tls.wrap(outer, copts))
+      assert(inner:write("hi\n"))
+      local out = { inner:read_line(), outer:is_closed(), c:is_closed() }
+      inner:close()
+      srv:close()
+      return out
+    end)
+    assert.same({ "nested hi", true, true }, r)
+  end)
+
+  it("writes from many tasks at once arrive whole and in order", function()
+    local r = loop(function(d, aio, tls)
+      local srv = echo_server(d, tls)
+      local c = assert(tls.connect("localhost", srv:port(),
+        { cafile = d .. "/ca.pem" }))
+      for i = 1, 20 do
+        aio.spawn(function()
+          for j = 1, 25 do
+            assert(c:write(("%d %d %s\n"):format(i, j, ("."):rep(3000))))
+          end
+        end)
+      end
+      local last, good = {}, 0
+      for _ = 1, 500 do
+        local i, j, dots = c:read_line():match("^(%d+) (%d+) (%.*)$")
+        i, j = tonumber(i), tonumber(j)
+        if j == (last[i] or 0) + 1 and #dots == 3000 then good = good + 1 end
+        last[i] = j
+      end
+      c:close()
+      srv:close()
+      return good
+    end)
+    assert.same(500, r)
+  end)
+
   describe("bad input", function()
     local function errors(fn)
       return loop(function(d, aio, tls)

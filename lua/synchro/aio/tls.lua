@@ -176,6 +176,8 @@ end
 function Handle:read_stop() self.raw:read_stop() end
 
 function Handle:write(data, cb)
+  -- as on a socket whose write side is shut
+  if self.shut then return nil, "EPIPE: broken pipe", "EPIPE" end
   local out, msg, code = self.s:write(data)
   if not out then return nil, msg, code end
   if out == "" then return true end
@@ -183,6 +185,7 @@ function Handle:write(data, cb)
 end
 
 function Handle:shutdown(cb)
+  self.shut = true
   local out = self.s:shutdown()
   if out then self.raw:write(out, noop) end
   return self.raw:shutdown(cb)
