@@ -12,6 +12,13 @@ local function has(s, part)
   return type(s) == "string" and s:find(part, 1, true) ~= nil
 end
 
+if require("synchro.core").tls_session == nil then
+  describe("synchro.aio.tls", function()
+    pending("synchro was built without OpenSSL (SYNCHRO_WITH_OPENSSL)")
+  end)
+  return
+end
+
 describe("synchro.aio.tls", function()
   local S, dir
   setup(function()
