@@ -20,7 +20,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#define CTX_MT "synchro.tls.context"
+#define CTX_MT     "synchro.tls.context"
 #define SESSION_MT "synchro.tls.session"
 /* The most plaintext one read() returns; the rest waits for the next. */
 #define READ_CHUNK (64 * 1024)
@@ -44,6 +44,9 @@ typedef struct {
   tls_ctx_t *c;
   BIO *rbio, *wbio; /* owned by ssl */
   char host[256];   /* the name verified, for messages; "" if none */
+  /* an end or error met after data, for the next read */
+  char err_msg[256];
+  char err_code[16];
 } session_t;
 
 static void ctx_unref(tls_ctx_t *c) {
@@ -63,8 +66,7 @@ static const char *last_reason(const char *what) {
 }
 
 /* nil, "ETLS: <what>: <reason>", "ETLS" for a context setup failure. */
-static int push_setup_error(lua_State *L, const char *what,
-                            const char *path) {
+static int push_setup_error(lua_State *L, const char *what, const char *path) {
   lua_pushnil(L);
   lua_pushfstring(L, "ETLS: %s %s: %s", what, path, last_reason("failed"));
   lua_pushliteral(L, "ETLS");
@@ -136,13 +138,13 @@ static int tls_context(lua_State *L) {
   }
   if (verify)
     SSL_CTX_set_verify(c->ctx,
-                       server ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
-                              : SSL_VERIFY_PEER,
+                       server
+                           ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                           : SSL_VERIFY_PEER,
                        NULL);
   else
     SSL_CTX_set_verify(c->ctx, SSL_VERIFY_NONE, NULL);
-  if (cert != NULL &&
-      SSL_CTX_use_certificate_chain_file(c->ctx, cert) != 1)
+  if (cert != NULL && SSL_CTX_use_certificate_chain_file(c->ctx, cert) != 1)
     return push_setup_error(L, "cannot load cert", cert);
   if (key != NULL &&
       SSL_CTX_use_PrivateKey_file(c->ctx, key, SSL_FILETYPE_PEM) != 1 &&
@@ -267,7 +269,8 @@ static int push_ssl_error(lua_State *L, session_t *s, int ret) {
     lua_pushliteral(L, "EOF");
   } else if (e == SSL_ERROR_SSL && reason == SSL_R_CERTIFICATE_VERIFY_FAILED) {
     long v = SSL_get_verify_result(s->ssl);
-    if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH)
+    if (v == X509_V_ERR_HOSTNAME_MISMATCH ||
+        v == X509_V_ERR_IP_ADDRESS_MISMATCH)
       lua_pushfstring(L,
                       "ECERT: certificate verify failed: %s (the "
                       "certificate is not for %s)",
@@ -360,6 +363,12 @@ static int session_read(lua_State *L) {
   tls_ctx_t *c = s->c;
   size_t filled = 0;
   int ret = 1;
+  if (s->err_code[0] != '\0') {
+    lua_pushnil(L);
+    lua_pushstring(L, s->err_msg);
+    lua_pushstring(L, s->err_code);
+    return 3;
+  }
   if (c->rbuf == NULL && (c->rbuf = malloc(READ_CHUNK)) == NULL)
     return luaL_error(L, "not enough memory");
   ERR_clear_error();
@@ -371,8 +380,14 @@ static int session_read(lua_State *L) {
     filled += n;
   }
   if (filled > 0) {
-    /* an end or error after data comes with the next read */
-    ERR_clear_error();
+    /* an end or error after data comes with the next read, with its
+     * reason (OpenSSL's error queue would be gone by then) */
+    if (ret != 1 && !wants_io(s, ret)) {
+      push_ssl_error(L, s, ret);
+      strncpy(s->err_msg, lua_tostring(L, -2), sizeof(s->err_msg) - 1);
+      strncpy(s->err_code, lua_tostring(L, -1), sizeof(s->err_code) - 1);
+      lua_pop(L, 3);
+    }
     lua_pushlstring(L, c->rbuf, filled);
     return 1;
   }
