@@ -194,8 +194,14 @@ static session_t *check_session(lua_State *L, int idx) {
  * servername: the SNI name sent (nil: none). Raises on bad arguments. */
 static int tls_session(lua_State *L) {
   tls_ctx_t *c = check_ctx(L, 1);
-  const char *host = luaL_optstring(L, 2, NULL);
-  const char *sni = luaL_optstring(L, 3, NULL);
+  size_t host_len = 0, sni_len = 0;
+  const char *host = luaL_optlstring(L, 2, NULL, &host_len);
+  const char *sni = luaL_optlstring(L, 3, NULL, &sni_len);
+  /* a NUL inside would verify a shorter name than the one asked for */
+  luaL_argcheck(L, host == NULL || strlen(host) == host_len, 2,
+                "NUL byte in host name");
+  luaL_argcheck(L, sni == NULL || strlen(sni) == sni_len, 3,
+                "NUL byte in servername");
   session_t *s = lua_newuserdata(L, sizeof(*s));
   memset(s, 0, sizeof(*s));
   luaL_setmetatable(L, SESSION_MT);

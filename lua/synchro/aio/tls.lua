@@ -299,6 +299,10 @@ local function client_names(host, verify, servername, n, name)
         type(servername)))
   end
   local want = servername or host
+  if want and (want:find("\0", 1, true) or #want > 253) then
+    argerror(n, name, "bad host name for TLS (a NUL byte, or longer " ..
+      "than 253 bytes)")
+  end
   if want == nil then
     if verify then
       argerror(n, name, "servername is needed to verify the peer's " ..
