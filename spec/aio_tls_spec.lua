@@ -663,23 +663,47 @@ describe("synchro.aio.tls", function()
     end)
   end)
 
-  it("leaves no handle, fd or session behind", function()
+  it("leaves no handle, fd, session or Lua memory behind", function()
     local r = loop(function(d, aio, tls)
+      local core = require "synchro.core"
       local net = require "spec.helpers.net"
       local before = net.snapshot()
       local srv = echo_server(d, tls)
-      for i = 1, 30 do
+      local client_ctx
+      local function cycle(i)
         local c = assert(tls.connect("localhost", srv:port(),
           { cafile = d .. "/ca.pem" }))
+        client_ctx = c.h.ctx
         assert(c:write("x\n"))
         assert(c:read_line() == "x")
         if i % 2 == 0 then c:close() end -- the rest: by __gc
       end
+      for i = 1, 30 do cycle(i) end
+      collectgarbage()
+      collectgarbage()
+      local kb0 = collectgarbage("count")
+      for i = 1, 150 do cycle(i) end
+      collectgarbage()
+      collectgarbage()
+      -- the server's handlers end once the collected clients' sockets
+      -- closed
+      for _ = 1, 200 do
+        if core.tls_sessions(srv.ctx) == 0 then break end
+        aio.sleep(0.02)
+      end
+      collectgarbage()
+      collectgarbage()
+      local grown = collectgarbage("count") - kb0
+      local sessions = { core.tls_sessions(client_ctx),
+        core.tls_sessions(srv.ctx) }
       srv:close()
       local after = net.settle(before)
-      return { before.handles, after.handles, before.fds, after.fds }
+      return { before.handles, after.handles, before.fds, after.fds,
+        sessions, grown }
     end)
     assert.same(r[1], r[2])
     assert.same(r[3], r[4])
+    assert.same({ 0, 0 }, r[5])
+    assert.is_true(r[6] < 512, r[6] .. " KiB more after 150 connections")
   end)
 end)
