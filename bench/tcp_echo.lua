@@ -341,5 +341,5 @@ print(("%-44s %14s"):format(("%dk sleeping tasks (10 ms): spawn to finish")
 print(("%-44s %14s"):format("Lua memory per sleeping task (loop VM)",
   ("%.0f bytes"):format(task_bytes)))
 print(("(echo rows: best of %d interleaved runs each; ratio: synchro / " ..
-  "luv,\n TLS rows: synchro / Python asyncio+ssl; targets: throughput >= 0.80, 100k tasks <= 1 s and <= 1 KiB " ..
-  "each)"):format(ROUNDS))
+  "luv,\n TLS rows: synchro / Python asyncio+ssl; targets: throughput " ..
+  ">= 0.80, 100k tasks <= 1 s and <= 1 KiB each)"):format(ROUNDS))

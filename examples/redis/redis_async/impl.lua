@@ -224,12 +224,12 @@ function M.stats() return M._subscriptions, M._cleanups end
 --- Connects to a Redis server: a connection, or nil, msg, code.
 --- `opts.tls`: true, or the options of synchro.aio.tls.connect (cafile=,
 --- servername=, cert=, key=, ...), for a server's TLS port.
----@param host string|nil default "127.0.0.1"
----@param port integer|nil default 6379
----@param opts {tls: (true|synchro.tls.Options)?}|nil
----@return redis_async.impl.Conn|nil conn
----@return string|nil msg
----@return string|nil code
+---@param host string? default "127.0.0.1"
+---@param port integer? default 6379
+---@param opts table? {tls = true|synchro.tls.Options}
+---@return redis_async.impl.Conn? conn
+---@return string? msg
+---@return string? code
 function M.connect(host, port, opts)
   host = host or "127.0.0.1"
   port = port or 6379
