@@ -1,21 +1,38 @@
 -- synchro.aio.stream: the same stream cases against every transport (a
--- real TCP connection on 127.0.0.1, a real child's pipes), and
+-- real TCP connection on 127.0.0.1, a real child's pipes, TLS over TCP
+-- with certificates made by the openssl command), and
 -- aio.stdin() in a child fed through a pipe.
 local synchro = require "synchro"
 local util = require "spec.helpers.util"
+local certs = require "spec.helpers.tls"
 
 describe("synchro.aio.stream", function()
-  local S
-  setup(function() S = synchro.new({ name = "stream-spec" }) end)
-  teardown(function() S:close() end)
+  local S, dir
+  setup(function()
+    S = synchro.new({ name = "stream-spec" })
+    dir = certs.certs()
+  end)
+  teardown(function()
+    S:close()
+    certs.remove(dir)
+  end)
 
   -- Runs case(w, r) in the loop, where bytes written to w arrive at r,
   -- over the transport named kind; returns case's results in a table.
   local function over(kind, case)
-    return S:wrap(function(k)
+    return S:wrap(function(k, d)
       local aio = require "synchro.aio"
       local w, r, done
-      if k == "tcp" then
+      if k == "tls" then
+        local tls = aio.tls
+        local server = assert(tls.listen("127.0.0.1", 0,
+          { cert = d .. "/server.pem", key = d .. "/server.key" }))
+        local accepted = aio.spawn(server.accept, server)
+        w = assert(tls.connect("localhost", server:port(),
+          { cafile = d .. "/ca.pem" }))
+        r = assert(accepted:join())
+        done = function() w:close(); r:close(); server:close() end
+      elseif k == "tcp" then
         local server = assert(aio.tcp.listen("127.0.0.1", 0))
         w = assert(aio.tcp.connect("127.0.0.1", server:port()))
         r = assert(server:accept())
@@ -30,10 +47,12 @@ describe("synchro.aio.stream", function()
       local res = { ypcall(case, w, r, aio) }
       done()
       return res
-    end)(kind)
+    end)(kind, dir)
   end
 
-  for _, kind in ipairs({ "tcp", "pipe" }) do
+  local kinds = { "tcp", "pipe", "tls" }
+  if require("synchro.core").tls_session == nil then kinds[3] = nil end
+  for _, kind in ipairs(kinds) do
     describe("over " .. kind, function()
       it("reads lines ending in \\n or \\r\\n, keeps them on request", function()
         local res = over(kind, function(w, r)

@@ -328,6 +328,46 @@ describe("redis example", function()
     c:close()
   end)
 
+  -- redis-server here is built with TLS: the example's tls= option
+  -- against its --tls-port, with a CA this spec makes
+  local tls_it = require("synchro.core").tls_session and it or pending
+  tls_it("talks TLS to a --tls-port, verifying the server", function()
+    local certs = require "spec.helpers.tls"
+    local dir = certs.certs()
+    local tport = free_port()
+    local pidfile = dir .. "/redis.pid"
+    os.execute(("(redis-server --port 0 --tls-port %d --bind 127.0.0.1 " ..
+      "--tls-cert-file %s/server.pem --tls-key-file %s/server.key " ..
+      "--tls-ca-cert-file %s/ca.pem --tls-auth-clients no --save '' " ..
+      "--appendonly no >%s/tls.log 2>&1 & echo $! >%s)"):format(tport, dir,
+        dir, dir, dir, pidfile))
+    local tls = { cafile = dir .. "/ca.pem", servername = "localhost" }
+    local ok = util.wait_for(function()
+      local c = redis.connect("127.0.0.1", tport, { tls = tls })
+      if c then c:close() end
+      return c ~= nil
+    end, 10)
+    local results = {}
+    if ok then
+      local c = assert(redis.connect("127.0.0.1", tport, { tls = tls }))
+      results[1] = c:set("tls:k", "over tls")
+      results[2] = c:get("tls:k")
+      c:close()
+      local bad = { redis.connect("127.0.0.1", tport,
+        { tls = { cafile = dir .. "/otherca.pem" } }) }
+      results[3] = bad[3]
+    end
+    os.execute("kill $(cat " .. pidfile .. ") 2>/dev/null")
+    local log = util.read(dir .. "/tls.log")
+    certs.remove(dir)
+    assert.is_true(ok, "redis-server with TLS did not start: " ..
+      tostring(log))
+    assert.same({ "OK", "over tls", "ECERT" }, results)
+    assert.has_error(function()
+      redis.connect("127.0.0.1", tport, { tsl = true })
+    end)
+  end)
+
   it("runs the demo script", function()
     local h = util.spawn_lua(
       ("arg = { [0] = 'examples/redis/demo.lua', '%d' }\n" ..

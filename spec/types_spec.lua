@@ -143,6 +143,14 @@ local function runtime_names(S)
     out["synchro.tcp.Stream"] = methods_of(stream)
     stream:close()
     server:close()
+    if require("synchro.core").tls_session then
+      -- a TLS server and stream (no certificate needed to list methods)
+      local tls = aio.tls
+      local ts = setmetatable({}, tls.Server)
+      out["synchro.tls.Server"] = methods_of(ts)
+      out["synchro.tls.Stream"] = methods_of(
+        require("synchro.aio.stream").new({}, tls.Stream))
+    end
     local sock = assert(aio.udp.bind("127.0.0.1", 0))
     out["synchro.udp.Socket"] = methods_of(sock)
     sock:close()

@@ -188,11 +188,11 @@ function aio.current()
 end
 
 -- The I/O modules load on first use: aio.fs, aio.tcp, aio.udp, aio.dns,
--- aio.process, aio.pg, aio.stream. Tasks' synchronization (channel,
+-- aio.process, aio.pg, aio.stream, aio.tls. Tasks' synchronization (channel,
 -- event, semaphore, lock, interval) comes from synchro.aio.sync.
 -- aio.poll is a function of synchro.aio.poll, loaded on first use too.
 local lazy = { fs = true, tcp = true, udp = true, dns = true, process = true,
-  pg = true, poll = "poll", http = true, stream = true }
+  pg = true, poll = "poll", http = true, stream = true, tls = true }
 setmetatable(aio, {
   __index = function(t, k)
     if lazy[k] then

@@ -20,5 +20,7 @@ void synchro__poll_register(lua_State *L);
 void synchro__http_register(lua_State *L);
 void synchro__signal_register(lua_State *L);
 void synchro__fswatch_register(lua_State *L);
+/* Registers nothing when built without OpenSSL (SYNCHRO_HAVE_OPENSSL). */
+void synchro__tls_register(lua_State *L);
 
 #endif

@@ -168,8 +168,12 @@ Conn.__close = Conn.close
 ---@return boolean
 function Conn:is_closed() return self.stream == nil end
 
-local function open_stream(host, port)
-  return aio.tcp.connect(host, port, { timeout = 10 })
+-- TCP, or TLS (synchro.aio.tls) when the connection was made with tls=
+local function open_stream(host, port, tls)
+  if tls == nil then return aio.tcp.connect(host, port, { timeout = 10 }) end
+  local opts = { timeout = 10 }
+  for k, v in pairs(tls) do opts[k] = v end
+  return aio.tls.connect(host, port, opts)
 end
 
 --- A generator: subscribes to the channels on a connection of its own and
@@ -186,7 +190,7 @@ Conn.subscribe = synchro.generator(function(self, ...)
     error("bad argument #1 to 'subscribe' (string expected, got no value)",
       0)
   end
-  local stream, msg = open_stream(self.host, self.port)
+  local stream, msg = open_stream(self.host, self.port, self.tls)
   if not stream then io_fail(msg) end
   local counted = false
   local ok, err = pcall(function()
@@ -234,12 +238,15 @@ M._subscriptions, M._cleanups = 0, 0
 function M.stats() return M._subscriptions, M._cleanups end
 
 --- Connects to a Redis server: a connection, or nil, msg, code.
----@param host string|nil default "127.0.0.1"
----@param port integer|nil default 6379
----@return redis_async.impl.Conn|nil conn
----@return string|nil msg
----@return string|nil code
-function M.connect(host, port)
+--- `opts.tls`: true, or the options of synchro.aio.tls.connect (cafile=,
+--- servername=, cert=, key=, ...), for a server's TLS port.
+---@param host string? default "127.0.0.1"
+---@param port integer? default 6379
+---@param opts table? {tls = true|synchro.tls.Options}
+---@return redis_async.impl.Conn? conn
+---@return string? msg
+---@return string? code
+function M.connect(host, port, opts)
   host = host or "127.0.0.1"
   port = port or 6379
   if type(host) ~= "string" then
@@ -250,10 +257,26 @@ function M.connect(host, port)
     error("bad argument #2 to 'connect' (number expected, got " ..
       type(port) .. ")", 0)
   end
-  local stream, msg, code = open_stream(host, port)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #3 to 'connect' (table expected, got " ..
+      type(opts) .. ")", 0)
+  end
+  for k in pairs(opts or {}) do
+    if k ~= "tls" then
+      error("bad argument #3 to 'connect' (unknown option '" ..
+        tostring(k) .. "')", 0)
+    end
+  end
+  local tls = opts and opts.tls
+  if tls == true then tls = {} end
+  if tls ~= nil and type(tls) ~= "table" then
+    error("bad argument #3 to 'connect' (tls: true or table expected, " ..
+      "got " .. type(tls) .. ")", 0)
+  end
+  local stream, msg, code = open_stream(host, port, tls)
   if not stream then return nil, msg, code end
   stream:nodelay(true)
-  return setmetatable({ host = host, port = port, stream = stream,
+  return setmetatable({ host = host, port = port, tls = tls, stream = stream,
     lock = aio.lock() }, Conn)
 end
 

@@ -451,6 +451,28 @@ Stream.__close = Stream.close
 ---@return boolean
 function Stream:is_closed() return self.closed end
 
+--- Takes the handle away from stream `s` for a layer above it (TLS on
+--- an open stream): returns the handle and the bytes `s` had buffered
+--- but not yet returned; `s` is then closed without closing the handle.
+--- Writes already queued complete on the handle, in order. Raises if a
+--- task is reading from `s`.
+---@param s synchro.aio.Stream
+---@param name string the caller's name, for errors
+---@return any handle
+---@return string buffered
+function M.detach(s, name)
+  check_stream(s, name)
+  if s.reader then
+    argerror(1, name, "a task is reading from this stream", 3)
+  end
+  if s.released then argerror(1, name, "stream has ended", 3) end
+  stop_reading(s)
+  local buffered = s.size > 0 and take_all(s) or ""
+  s.closed, s.released = true, true
+  s.err_msg, s.err_code = CLOSED_MSG, CLOSED_CODE
+  return s.h, buffered
+end
+
 
 -- stdin and TTYs ----------------------------------------------------------
 

@@ -37,6 +37,16 @@ function M.class(methods) end
 ---@return boolean
 function M.is_stream(x) end
 
+--- Takes the handle away from stream `s` for a layer above it (TLS on an
+--- open stream): returns the handle and the bytes `s` had buffered; `s`
+--- is then closed without closing the handle. Raises if a task is
+--- reading from `s`.
+---@param s synchro.aio.Stream
+---@param name string the caller's name, for errors
+---@return any handle
+---@return string buffered
+function M.detach(s, name) end
+
 --- A read-only stream on this process's fd 0 (a pipe or a TTY, which
 --- is then a synchro.aio.Tty); the same stream on every call while it is
 --- open. A regular file or /dev/null cannot be streamed: nil, "EINVAL:
