@@ -23,8 +23,9 @@ static void on_connect(uv_connect_t *req, int status) {
   synchro__stream_req_finish(req->data, status);
 }
 
-/* handle:connect(ip, port, fn) -> true, or nil, msg, code; then
- * fn(true) or fn(nil, msg, code). */
+/* handle:connect(ip, port, fn) -> a request object, or nil, msg, code;
+ * then fn(true) or fn(nil, msg, code) (not once cancelled: closing the
+ * handle ends the connect). */
 static int tcp_connect(lua_State *L) {
   synchro__stream_t *t = check_tcp(L);
   struct sockaddr_storage ss;
@@ -48,7 +49,7 @@ static int tcp_bind(lua_State *L) {
 
 static void on_connection(uv_stream_t *server, int status) {
   synchro__stream_t *t = server->data;
-  lua_State *L = t->S->L;
+  lua_State *L = synchro__live_vm(t->S);
   if (L == NULL || t->listen_ref == LUA_NOREF)
     return;
   synchro__call_ref_fn(L, t->listen_ref, synchro__stream_push_result(L, status));

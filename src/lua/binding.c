@@ -672,6 +672,7 @@ int synchro__lua_open(lua_State *L) {
   synchro__http_register(L);
   synchro__signal_register(L);
   synchro__fswatch_register(L);
+  synchro__request_register(L);
   synchro__callbacks_register(L);
   synchro__future_register(L);
   return 1;
