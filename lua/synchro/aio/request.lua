@@ -18,6 +18,7 @@ local M = {}
 
 local ypcall = sched.yieldable_pcalls()
 local prepare, suspend, pack = sched.prepare, sched.suspend, sched.pack
+local current_task = sched.task
 local unpack = table.unpack or unpack
 local getmetatable = getmetatable
 local Request = core.request_mt
@@ -44,7 +45,9 @@ end
 --- function with the completion `cb` and returns what it returned. A
 --- request object (core.request_mt) is waited for and its results are
 --- returned; anything else (true: done at once; nil, msg, code: failed to
---- start) is returned as it is. `on_cancel(...)`, if given, runs when
+--- start) is returned as it is, so an operation done at once succeeds
+--- even in a cancelled task (a write in its cleanup, say); one that must
+--- wait raises the cancellation there. `on_cancel()`, if given, runs when
 --- the task is cancelled while it waits (after the request is
 --- abandoned); `discard(results...)` gets results that arrived but that
 --- the task, cancelled before it ran again, will never return (to close
@@ -55,11 +58,17 @@ end
 ---@param discard? fun(...)
 ---@return any ...
 function M.await(what, start, on_cancel, discard, ...)
-  local task, token = prepare(what)
+  local task = current_task(what)
   local cb = task.request_cb or completion(task)
-  task.request_token, task.request_res = token, nil
+  task.request_res = nil
   local req, msg, code = start(cb, ...)
   if getmetatable(req) ~= Request then return req, msg, code end
+  if task.cancelled and task.shield == 0 then
+    req:cancel()
+    if on_cancel then on_cancel() end
+  end
+  local _, token = prepare(what) -- raises the cancellation, if any
+  task.request_token = token
   if task.request_res == nil then
     task.request = req
     if on_cancel or discard then
