@@ -6,11 +6,6 @@
 local synchro = require "synchro"
 local util = require "spec.helpers.util"
 
-local function child_prelude()
-  return ("package.path = %q\npackage.cpath = %q\n")
-    :format(package.path, package.cpath)
-end
-
 describe("aio request primitive", function()
   local S, dir, fds, in_flight
 
@@ -267,7 +262,7 @@ describe("aio request primitive", function()
 
   it("closes with hundreds of fs and dns requests in flight #subprocess",
     function()
-      local h = util.spawn_lua(child_prelude() .. ([[
+      local h = util.spawn_lua(util.child_prelude() .. ([[
         local synchro = require "synchro"
         for round = 1, 3 do
           local S = synchro.new({ name = "req-close-" .. round })

@@ -80,6 +80,9 @@ static void release(lua_State *L, stream_box_t *box) {
   box->s = NULL;
   unref(L, &s->read_ref);
   unref(L, &s->listen_ref);
+  /* a terminal left in raw mode is restored (close, __gc, VM close) */
+  if (s->u.handle.type == UV_TTY)
+    uv_tty_set_mode(&s->u.tty, UV_TTY_MODE_NORMAL);
   /* pending writes, connects and shutdowns complete with ECANCELED */
   uv_close(&s->u.handle, on_closed);
 }
