@@ -432,13 +432,18 @@ function Stream:is_closed() return self.closed end
 local Tty = M.class({})
 M.Tty = Tty
 
---- Turns raw mode on (true: bytes arrive as typed, no echo) or off.
+--- Turns raw mode on (true: bytes arrive as typed, no echo, Ctrl-C is
+--- the byte "\3" rather than SIGINT) or off. Closing the stream (or its
+--- synchronizer, or the process's exit) restores the mode.
 ---@param raw boolean
 ---@return true|nil
 ---@return string|nil message
 ---@return string|nil code
 function Tty:set_raw(raw)
   check_stream(self, "set_raw")
+  if type(raw) ~= "boolean" then
+    argerror(1, "set_raw", "boolean expected, got " .. type(raw))
+  end
   return self.h:set_mode(raw)
 end
 
