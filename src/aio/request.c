@@ -118,14 +118,16 @@ int synchro__req_submit(lua_State *L, synchro__req_t *r, int cb_idx,
       free(r);
     return synchro__push_uv_error(L, err);
   }
-  /* Started: nothing below may raise before the record is owned. */
+  /* Started: libuv owns r. Should memory run short below, r is not in
+   * the list yet and so completes quietly, as after its VM closed. */
   r->uv = uv;
   list = get_list(L);
   box = lua_newuserdata(L, sizeof(*box));
-  box->req = r;
+  box->req = NULL;
   luaL_setmetatable(L, REQ_MT);
   lua_pushvalue(L, cb_idx);
   r->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  box->req = r;
   r->box = box;
   r->list = list;
   r->next = list->head;
