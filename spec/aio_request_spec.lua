@@ -97,13 +97,21 @@ describe("aio request primitive", function()
         }
         local out = {}
         for i = 1, #ops do
-          local t = aio.spawn(ops[i])
-          aio.sleep(0) -- t runs and submits its request
+          -- t submits its request and this task cancels it in the same
+          -- turn of the loop: no completion can come in between
+          local base = require("synchro.core").requests_pending()
+          local submitted = aio.event()
+          local t = aio.spawn(function()
+            submitted:set()
+            return ops[i]()
+          end)
+          submitted:wait()
+          local inflight = require("synchro.core").requests_pending() > base
           local t0 = aio.now()
           t:cancel()
           local ok, err = pcall(t.join, t)
           out[i] = { ok = ok, cancelled = aio.is_cancelled(err),
-            prompt = aio.now() - t0 < 5 }
+            prompt = aio.now() - t0 < 5, inflight = inflight }
         end
         return out
       end, dir)
@@ -111,6 +119,7 @@ describe("aio request primitive", function()
         assert.is_false(r[i].ok, "op " .. i)
         assert.is_true(r[i].cancelled, "op " .. i)
         assert.is_true(r[i].prompt, "op " .. i)
+        assert.is_true(r[i].inflight, "op " .. i) -- cancelled in flight
       end
       assert.is_true(settled(base))
       assert.are.equal(before, fds())
