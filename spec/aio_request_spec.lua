@@ -99,14 +99,14 @@ describe("aio request primitive", function()
         for i = 1, #ops do
           -- t submits its request and this task cancels it in the same
           -- turn of the loop: no completion can come in between
-          local base = require("synchro.core").requests_pending()
+          local pending0 = require("synchro.core").requests_pending()
           local submitted = aio.event()
           local t = aio.spawn(function()
             submitted:set()
             return ops[i]()
           end)
           submitted:wait()
-          local inflight = require("synchro.core").requests_pending() > base
+          local inflight = require("synchro.core").requests_pending() > pending0
           local t0 = aio.now()
           t:cancel()
           local ok, err = pcall(t.join, t)
