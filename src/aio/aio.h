@@ -46,16 +46,17 @@ struct synchro__req {
   synchro__req_push_t push;
   synchro__req_release_t release; /* NULL: free() */
   int cb_ref;
-  int status; /* what libuv gave synchro__req_done */
+  int status;    /* what libuv gave synchro__req_done */
   int abandoned; /* cancelled, or its VM is gone: no call to Lua */
   int entered;   /* the Lua function was called */
 };
 
-/* A zeroed record of size bytes (the module's struct, whose first member
- * is a synchro__req_t) for the Lua function at cb_idx. push NULL: true,
- * or the error triple of status. Raises (nothing allocated) when cb_idx
- * is not a function or memory is short. Thread: loop thread. */
-void *synchro__req_alloc(lua_State *L, int cb_idx, size_t size,
+/* A record of size bytes, zeroed (the module's struct, whose first
+ * member is a synchro__req_t), and extra bytes after it, not zeroed (a
+ * buffer), for the Lua function at cb_idx. push NULL: true, or the error
+ * triple of status. Raises (nothing allocated) when cb_idx is not a
+ * function or memory is short. Thread: loop thread. */
+void *synchro__req_alloc(lua_State *L, int cb_idx, size_t size, size_t extra,
                          synchro__req_push_t push,
                          synchro__req_release_t release);
 /* After the module started uv (err: what libuv returned): pushes the Lua

@@ -16,7 +16,7 @@ typedef struct {
     uv_getaddrinfo_t addrinfo;
     uv_getnameinfo_t nameinfo;
   } req;
-  struct addrinfo *res; /* getaddrinfo's, freed with the record */
+  struct addrinfo *res;       /* getaddrinfo's, freed with the record */
   const char *host, *service; /* getnameinfo's, valid in its callback */
 } dns_req_t;
 
@@ -153,7 +153,7 @@ static int getaddrinfo_start(lua_State *L) {
   memset(&hints, 0, sizeof(hints));
   hints.ai_family = family;
   hints.ai_socktype = socktype;
-  d = synchro__req_alloc(L, 5, sizeof(*d), push_addrinfo, release);
+  d = synchro__req_alloc(L, 5, sizeof(*d), 0, push_addrinfo, release);
   d->req.addrinfo.data = d;
   return synchro__req_submit(L, &d->base, 5, (uv_req_t *)&d->req.addrinfo,
                              uv_getaddrinfo(&S->loop, &d->req.addrinfo,
@@ -187,12 +187,12 @@ static int getnameinfo_start(lua_State *L) {
   dns_req_t *d;
   synchro__check_sockaddr(L, 1, &ss);
   luaL_checktype(L, 4, LUA_TFUNCTION);
-  d = synchro__req_alloc(L, 4, sizeof(*d), push_nameinfo, release);
+  d = synchro__req_alloc(L, 4, sizeof(*d), 0, push_nameinfo, release);
   d->req.nameinfo.data = d;
   return synchro__req_submit(L, &d->base, 4, (uv_req_t *)&d->req.nameinfo,
                              uv_getnameinfo(&S->loop, &d->req.nameinfo,
-                                            on_nameinfo,
-                                            (struct sockaddr *)&ss, flags));
+                                            on_nameinfo, (struct sockaddr *)&ss,
+                                            flags));
 }
 
 void synchro__dns_register(lua_State *L) {

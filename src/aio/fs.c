@@ -53,7 +53,7 @@ typedef struct {
   uv_loop_t *loop;
   fs_file_t *file;
   int kind;
-  int cb; /* the stack index of the Lua function, while starting */
+  int cb;      /* the stack index of the Lua function, while starting */
   int adopted; /* an opened fd went into a file object */
   char data[]; /* a read's buffer or a copy of a write's data */
 } fs_req_t;
@@ -299,8 +299,8 @@ static void on_done(uv_fs_t *req) {
 /* A request for kind with extra bytes of data, for the function at cb;
  * raises (nothing allocated) on misuse or no memory. */
 static fs_req_t *begin(lua_State *L, int kind, size_t extra, int cb) {
-  fs_req_t *r = synchro__req_alloc(L, cb, sizeof(fs_req_t) + extra,
-                                   push_results, release);
+  fs_req_t *r =
+      synchro__req_alloc(L, cb, sizeof(fs_req_t), extra, push_results, release);
   r->loop = &synchro__loop_of(L)->loop;
   r->kind = kind;
   r->cb = cb;
@@ -533,17 +533,25 @@ static void set_flag(lua_State *L, const char *name, int value) {
 void synchro__fs_register(lua_State *L) {
   static const luaL_Reg file_methods[] = {
       {"close", file_close}, {"fileno", file_fileno}, {NULL, NULL}};
-  static const luaL_Reg fns[] = {
-      {"fs_open", fs_open},         {"fs_read", fs_read},
-      {"fs_write", fs_write},       {"fs_fstat", fs_fstat},
-      {"fs_fsync", fs_fsync},       {"fs_ftruncate", fs_ftruncate},
-      {"fs_close", fs_close},       {"fs_stat", fs_stat},
-      {"fs_lstat", fs_lstat},       {"fs_scandir", fs_scandir},
-      {"fs_mkdir", fs_mkdir},       {"fs_rmdir", fs_rmdir},
-      {"fs_unlink", fs_unlink},     {"fs_rename", fs_rename},
-      {"fs_realpath", fs_realpath}, {"fs_readlink", fs_readlink},
-      {"fs_symlink", fs_symlink},   {"fs_mkdtemp", fs_mkdtemp},
-      {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"fs_open", fs_open},
+                                 {"fs_read", fs_read},
+                                 {"fs_write", fs_write},
+                                 {"fs_fstat", fs_fstat},
+                                 {"fs_fsync", fs_fsync},
+                                 {"fs_ftruncate", fs_ftruncate},
+                                 {"fs_close", fs_close},
+                                 {"fs_stat", fs_stat},
+                                 {"fs_lstat", fs_lstat},
+                                 {"fs_scandir", fs_scandir},
+                                 {"fs_mkdir", fs_mkdir},
+                                 {"fs_rmdir", fs_rmdir},
+                                 {"fs_unlink", fs_unlink},
+                                 {"fs_rename", fs_rename},
+                                 {"fs_realpath", fs_realpath},
+                                 {"fs_readlink", fs_readlink},
+                                 {"fs_symlink", fs_symlink},
+                                 {"fs_mkdtemp", fs_mkdtemp},
+                                 {NULL, NULL}};
   const luaL_Reg *f;
   if (luaL_newmetatable(L, FILE_MT)) {
     luaL_newlib(L, file_methods);

@@ -91,15 +91,14 @@ static void unlink_req(synchro__req_t *r) {
 
 /* ---- starting ---- */
 
-void *synchro__req_alloc(lua_State *L, int cb_idx, size_t size,
+void *synchro__req_alloc(lua_State *L, int cb_idx, size_t size, size_t extra,
                          synchro__req_push_t push,
                          synchro__req_release_t release) {
   synchro__req_t *r;
   luaL_checktype(L, cb_idx, LUA_TFUNCTION);
-  r = malloc(size);
-  if (r == NULL)
+  if (extra > (size_t)-1 - size || (r = malloc(size + extra)) == NULL)
     luaL_error(L, "not enough memory");
-  memset(r, 0, size);
+  memset(r, 0, size); /* the buffer after it is the module's to fill */
   r->cb_ref = LUA_NOREF;
   r->push = push != NULL ? push : synchro__req_push_status;
   r->release = release;

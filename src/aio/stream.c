@@ -112,7 +112,7 @@ synchro__stream_req_t *synchro__stream_req_new(lua_State *L,
                                                synchro__stream_t *s,
                                                int cb_idx, size_t extra) {
   (void)s;
-  return synchro__req_alloc(L, cb_idx, sizeof(synchro__stream_req_t) + extra,
+  return synchro__req_alloc(L, cb_idx, sizeof(synchro__stream_req_t), extra,
                             NULL, NULL);
 }
 

@@ -122,7 +122,7 @@ static int udp_send(lua_State *L) {
   }
   if (n != UV_EAGAIN)
     return synchro__push_uv_error(L, n);
-  s = synchro__req_alloc(L, 5, sizeof(*s) + len, NULL, NULL);
+  s = synchro__req_alloc(L, 5, sizeof(*s), len, NULL, NULL);
   memcpy(s + 1, data, len);
   buf = uv_buf_init((char *)(s + 1), (unsigned int)len);
   s->req.data = s;
