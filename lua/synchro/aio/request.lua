@@ -20,7 +20,7 @@ local ypcall = sched.yieldable_pcalls()
 local prepare, suspend, pack = sched.prepare, sched.suspend, sched.pack
 local current_task = sched.task
 local unpack = table.unpack or unpack
-local getmetatable = getmetatable
+local getmetatable, type = getmetatable, type
 local Request = core.request_mt
 
 -- One completion function (and one cancel function) per task, made on
@@ -43,9 +43,11 @@ end
 
 --- Starts a request and waits for it: `start(cb, ...)` calls the C
 --- function with the completion `cb` and returns what it returned. A
---- request object (core.request_mt) is waited for and its results are
---- returned; anything else (true: done at once; nil, msg, code: failed to
---- start) is returned as it is, so an operation done at once succeeds
+--- request object (core.request_mt's, or, for a transport written in
+--- Lua, a table whose cancel() guarantees that cb is never called after
+--- it) is waited for and its results are returned; anything else
+--- (true: done at once; nil, msg, code: failed to start) is returned as
+--- it is, so an operation done at once succeeds
 --- even in a cancelled task (a write in its cleanup, say); one that must
 --- wait raises the cancellation there. `on_cancel()`, if given, runs when
 --- the task is cancelled while it waits (after the request is
@@ -62,7 +64,10 @@ function M.await(what, start, on_cancel, discard, ...)
   local cb = task.request_cb or completion(task)
   task.request_res = nil
   local req, msg, code = start(cb, ...)
-  if getmetatable(req) ~= Request then return req, msg, code end
+  if getmetatable(req) ~= Request and not (type(req) == "table" and
+    type(req.cancel) == "function") then
+    return req, msg, code
+  end
   if task.cancelled and task.shield == 0 then
     req:cancel()
     if on_cancel then on_cancel() end
