@@ -302,6 +302,33 @@ describe("aio request primitive", function()
       assert.are.equal("closed\n", out)
     end)
 
+  it("exits (os.exit) with hundreds of requests in flight #subprocess",
+    function()
+      local h = util.spawn_lua(util.child_prelude() .. ([[
+        local S = require("synchro").new()
+        local fut = S:wrap(function(d)
+          local aio = require "synchro.aio"
+          for _ = 1, 300 do
+            aio.spawn(function()
+              while true do
+                aio.fs.stat(d .. "/data")
+                aio.dns.getaddrinfo("localhost", 80)
+              end
+            end)
+          end
+          aio.sleep(math.huge)
+        end).future(%q)
+        fut:wait(0.2)
+        os.exit(7)
+      ]]):format(dir))
+      local code = util.wait_exit(h, 120)
+      local err = util.read(h.err) or ""
+      local stacks = code == nil and util.stacks(h) or ""
+      util.cleanup(h)
+      assert.are.equal(7, code, err .. stacks)
+      assert.are.equal("", err)
+    end)
+
   it("frees a request that completes after its VM closed #subprocess",
     function()
       local fifo = dir .. "/fifo"
