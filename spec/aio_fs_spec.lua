@@ -24,7 +24,7 @@ describe("synchro.aio.fs", function()
       collectgarbage()
       return count()
     end
-    in_flight = S:wrap(function() return require("synchro.core").fs_pending() end)
+    in_flight = S:wrap(function() return require("synchro.core").requests_pending() end)
   end)
 
   teardown(function()
@@ -409,11 +409,11 @@ describe("synchro.aio.fs", function()
         aio.sleep(0.05)
         local queued = aio.spawn(function() return aio.fs.stat(path) end)
         aio.sleep(0.01)
-        local with_queued = core.fs_pending()
+        local with_queued = core.requests_pending()
         queued:cancel()
         local ok = pcall(queued.join, queued)
         aio.sleep(0.05) -- the cancelled request's callback runs
-        local after_cancel = core.fs_pending()
+        local after_cancel = core.requests_pending()
         return { ok = ok, with_queued = with_queued,
           after_cancel = after_cancel }
       end, fifo, threads)

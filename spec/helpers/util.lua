@@ -59,6 +59,13 @@ function util.pid()
   return pid
 end
 
+--- The first lines of a child script: this process's package paths, so
+--- that the child finds the same synchro.
+function util.child_prelude()
+  return ("package.path = %q\npackage.cpath = %q\n")
+    :format(package.path, package.cpath)
+end
+
 --- Starts `interp script` in the background; returns a handle with the
 --- files where its stdout, stderr and exit code go.
 function util.spawn_lua(source, interp)

@@ -1,7 +1,8 @@
 /* synchro.aio.dns: getaddrinfo and getnameinfo on libuv's thread pool, for
  * the loop VM; and the socket-address conversions (netaddr.h) that tcp.c
- * and udp.c share. Waiting and cancellation are in lua/synchro/aio/dns.lua:
- * C starts a request and calls a Lua function when it completes. */
+ * and udp.c share. Lookups are request.c's records (aio.h): C starts one
+ * and calls a Lua function when it completes; waiting and cancellation
+ * are lua/synchro/aio/request.lua's. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,24 +10,15 @@
 #include "aio.h"
 #include "netaddr.h"
 
-#define DNS_REQ_MT "synchro.dns_request"
-
-/* A request is owned by its Lua box and by libuv until its callback ran:
- * whichever lets go last frees it. */
 typedef struct {
+  synchro__req_t base; /* first member */
   union {
     uv_getaddrinfo_t addrinfo;
     uv_getnameinfo_t nameinfo;
   } req;
-  synchro_t *S;
-  int cb_ref;
-  int owners;
-  int done;
+  struct addrinfo *res;       /* getaddrinfo's, freed with the record */
+  const char *host, *service; /* getnameinfo's, valid in its callback */
 } dns_req_t;
-
-typedef struct {
-  dns_req_t *req;
-} dns_box_t;
 
 /* ---- socket addresses (netaddr.h) ---- */
 
@@ -96,61 +88,11 @@ static int ip_family(lua_State *L) {
 
 /* ---- requests ---- */
 
-static void req_release(dns_req_t *d) {
-  if (--d->owners == 0)
-    free(d);
-}
-
-static int req_gc(lua_State *L) {
-  dns_box_t *box = luaL_checkudata(L, 1, DNS_REQ_MT);
-  dns_req_t *d = box->req;
-  if (d != NULL) {
-    box->req = NULL;
-    if (!d->done)
-      uv_cancel((uv_req_t *)&d->req);
-    req_release(d);
-  }
-  return 0;
-}
-
-/* request:cancel(): the callback still runs (with EAI_CANCELED, or with
- * the result if the lookup had already started). */
-static int req_cancel(lua_State *L) {
-  dns_box_t *box = luaL_checkudata(L, 1, DNS_REQ_MT);
-  if (box->req != NULL && !box->req->done)
-    uv_cancel((uv_req_t *)&box->req->req);
-  return 0;
-}
-
-static dns_req_t *new_request(lua_State *L, synchro_t *S, int cb_idx) {
-  dns_box_t *box = lua_newuserdata(L, sizeof(*box));
-  dns_req_t *d;
-  box->req = NULL;
-  luaL_setmetatable(L, DNS_REQ_MT);
-  d = malloc(sizeof(*d));
-  if (d == NULL)
-    luaL_error(L, "not enough memory");
-  memset(d, 0, sizeof(*d));
-  d->S = S;
-  d->owners = 1;
-  d->req.addrinfo.data = d;
-  lua_pushvalue(L, cb_idx);
-  d->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  box->req = d;
-  return d;
-}
-
-/* Started: libuv now owns the request too. Failed: drop the callback and
- * replace the box with the error triple. */
-static int started(lua_State *L, dns_req_t *d, int err) {
-  if (err == 0) {
-    d->owners++;
-    return 1;
-  }
-  d->done = 1;
-  luaL_unref(L, LUA_REGISTRYINDEX, d->cb_ref);
-  d->cb_ref = LUA_NOREF;
-  return synchro__push_uv_error(L, err);
+static void release(synchro__req_t *base) {
+  dns_req_t *d = (dns_req_t *)base;
+  if (d->res != NULL)
+    uv_freeaddrinfo(d->res);
+  free(d);
 }
 
 static const char *const families[] = {"any", "inet", "inet6", NULL};
@@ -164,20 +106,15 @@ static const char *socktype_name(int socktype) {
                                   : "raw";
 }
 
-/* Protected: turns the result into a list and calls the callback with it
- * (or with the error triple). Stack: fn, status, res (light). */
-static int deliver_addrinfo(lua_State *L) {
-  int status = (int)lua_tointeger(L, 2);
-  struct addrinfo *res = lua_touserdata(L, 3), *ai;
+/* The list of addresses (request.c calls it protected). */
+static int push_addrinfo(lua_State *L, synchro__req_t *base) {
+  dns_req_t *d = (dns_req_t *)base;
+  struct addrinfo *ai;
   int n = 0;
-  lua_settop(L, 1);
-  if (status != 0) {
-    synchro__push_uv_error(L, status);
-    lua_call(L, 3, 0);
-    return 0;
-  }
+  if (base->status != 0)
+    return synchro__push_uv_error(L, base->status);
   lua_newtable(L);
-  for (ai = res; ai != NULL; ai = ai->ai_next) {
+  for (ai = d->res; ai != NULL; ai = ai->ai_next) {
     if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
       continue;
     lua_createtable(L, 0, 4);
@@ -189,29 +126,14 @@ static int deliver_addrinfo(lua_State *L) {
     lua_setfield(L, -2, "socktype");
     lua_rawseti(L, -2, ++n);
   }
-  lua_call(L, 1, 0);
-  return 0;
+  return 1;
 }
 
 static void on_addrinfo(uv_getaddrinfo_t *req, int status,
                         struct addrinfo *res) {
   dns_req_t *d = req->data;
-  lua_State *L = d->S->L;
-  d->done = 1;
-  if (L != NULL) { /* NULL: the loop VM is gone (shutdown) */
-    lua_pushcfunction(L, deliver_addrinfo);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, d->cb_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, d->cb_ref);
-    lua_pushinteger(L, status);
-    lua_pushlightuserdata(L, res);
-    if (lua_pcall(L, 3, 0, 0) != 0) {
-      fprintf(stderr, "synchro: error in a getaddrinfo callback: %s\n",
-              lua_tostring(L, -1));
-      lua_pop(L, 1);
-    }
-  }
-  uv_freeaddrinfo(res);
-  req_release(d);
+  d->res = res;
+  synchro__req_done(&d->base, status);
 }
 
 /* core.getaddrinfo(host, service, family, socktype, fn) -> request, or
@@ -231,30 +153,29 @@ static int getaddrinfo_start(lua_State *L) {
   memset(&hints, 0, sizeof(hints));
   hints.ai_family = family;
   hints.ai_socktype = socktype;
-  d = new_request(L, S, 5);
-  return started(L, d,
-                 uv_getaddrinfo(&S->loop, &d->req.addrinfo, on_addrinfo, host,
-                                service, &hints));
+  d = synchro__req_alloc(L, 5, sizeof(*d), 0, push_addrinfo, release);
+  d->req.addrinfo.data = d;
+  return synchro__req_submit(L, &d->base, 5, (uv_req_t *)&d->req.addrinfo,
+                             uv_getaddrinfo(&S->loop, &d->req.addrinfo,
+                                            on_addrinfo, host, service,
+                                            &hints));
+}
+
+static int push_nameinfo(lua_State *L, synchro__req_t *base) {
+  dns_req_t *d = (dns_req_t *)base;
+  if (base->status != 0)
+    return synchro__push_uv_error(L, base->status);
+  lua_pushstring(L, d->host);
+  lua_pushstring(L, d->service);
+  return 2;
 }
 
 static void on_nameinfo(uv_getnameinfo_t *req, int status, const char *host,
                         const char *service) {
   dns_req_t *d = req->data;
-  lua_State *L = d->S->L;
-  d->done = 1;
-  if (L != NULL) {
-    int ref = d->cb_ref;
-    int nargs = 2;
-    if (status != 0) {
-      nargs = synchro__push_uv_error(L, status);
-    } else {
-      lua_pushstring(L, host);
-      lua_pushstring(L, service);
-    }
-    synchro__call_ref_fn(L, ref, nargs);
-    luaL_unref(L, LUA_REGISTRYINDEX, ref);
-  }
-  req_release(d);
+  d->host = host;
+  d->service = service;
+  synchro__req_done(&d->base, status);
 }
 
 /* core.getnameinfo(ip, port, numeric, fn) -> request, or nil, msg, code;
@@ -266,21 +187,15 @@ static int getnameinfo_start(lua_State *L) {
   dns_req_t *d;
   synchro__check_sockaddr(L, 1, &ss);
   luaL_checktype(L, 4, LUA_TFUNCTION);
-  d = new_request(L, S, 4);
-  return started(L, d,
-                 uv_getnameinfo(&S->loop, &d->req.nameinfo, on_nameinfo,
-                                (struct sockaddr *)&ss, flags));
+  d = synchro__req_alloc(L, 4, sizeof(*d), 0, push_nameinfo, release);
+  d->req.nameinfo.data = d;
+  return synchro__req_submit(L, &d->base, 4, (uv_req_t *)&d->req.nameinfo,
+                             uv_getnameinfo(&S->loop, &d->req.nameinfo,
+                                            on_nameinfo, (struct sockaddr *)&ss,
+                                            flags));
 }
 
 void synchro__dns_register(lua_State *L) {
-  static const luaL_Reg methods[] = {{"cancel", req_cancel}, {NULL, NULL}};
-  if (luaL_newmetatable(L, DNS_REQ_MT)) {
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, req_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
   lua_pushcfunction(L, getaddrinfo_start);
   lua_setfield(L, -2, "getaddrinfo");
   lua_pushcfunction(L, getnameinfo_start);

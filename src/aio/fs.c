@@ -6,16 +6,16 @@
  * them: values, or nil, "ENAME: message", "ENAME"). Arguments come first
  * so that their errors carry the numbers the Lua functions show.
  *
- * Each request is malloc'd and freed in its completion callback: libuv
- * owns it until then, whatever happens on the Lua side. An abandoned
- * request (its task was cancelled) is uv_cancel'ed if it has not started;
- * otherwise it completes quietly: its callback is not called, and a file
- * it opened is closed. Requests still in flight when the loop VM closes
- * complete the same way (the loop runs them after lua_close).
+ * Requests are request.c's records (aio.h): libuv owns each until it
+ * completes, whatever happens on the Lua side. An abandoned request (its
+ * task was cancelled, or the loop VM closed) is uv_cancel'ed if it has
+ * not started; otherwise it completes quietly: its callback is not
+ * called, and a file it opened is closed.
  *
  * A file object shares an fs_file_t with the requests that use it, so that
  * closing the file while a request still uses its fd defers the close(2)
  * until that request ends (the fd number cannot be reused under it). */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -23,19 +23,8 @@
 #include "aio.h"
 
 #define FILE_MT      "synchro.fs.file"
-#define REQ_MT       "synchro.fs.req"
-#define STATE_KEY    "synchro.fs.state"
 #define DEFAULT_READ 65536
 #define MAX_IO       0x7fffffff
-
-typedef struct fs_req fs_req_t;
-
-/* One per loop VM; freed once the VM is closed and no request is left. */
-typedef struct {
-  lua_State *L; /* the loop VM's main state; NULL once it is closed */
-  uv_loop_t *loop;
-  fs_req_t *pending; /* requests in flight, doubly linked */
-} fs_state_t;
 
 typedef struct {
   uv_loop_t *loop;
@@ -46,10 +35,6 @@ typedef struct {
 typedef struct {
   fs_file_t *file; /* NULL once closed */
 } file_box_t;
-
-typedef struct {
-  fs_req_t *req; /* NULL once the request completed */
-} req_box_t;
 
 enum {
   OP_OPEN,
@@ -62,19 +47,16 @@ enum {
   OP_PATH /* results in the string req.path: mkdtemp */
 };
 
-struct fs_req {
-  uv_fs_t req; /* first member */
-  fs_state_t *state;
-  fs_req_t *prev, *next;
-  req_box_t *box; /* NULL once the box is collected or detached */
+typedef struct {
+  synchro__req_t base; /* first member */
+  uv_fs_t req;
+  uv_loop_t *loop;
   fs_file_t *file;
   int kind;
-  int cb_ref;
-  int abandoned;
+  int cb;      /* the stack index of the Lua function, while starting */
   int adopted; /* an opened fd went into a file object */
-  int called;  /* the Lua callback was entered */
   char data[]; /* a read's buffer or a copy of a write's data */
-};
+} fs_req_t;
 
 /* ---- files ---- */
 
@@ -169,50 +151,6 @@ static uv_file check_target(lua_State *L, int i, fs_file_t **file) {
   return (uv_file)fd;
 }
 
-/* ---- per-VM state ---- */
-
-static int state_gc(lua_State *L) {
-  fs_state_t **box = lua_touserdata(L, 1);
-  fs_state_t *st = *box;
-  fs_req_t *r;
-  if (st == NULL)
-    return 0;
-  *box = NULL;
-  st->L = NULL;
-  for (r = st->pending; r != NULL; r = r->next) {
-    r->abandoned = 1;
-    uv_cancel((uv_req_t *)&r->req);
-  }
-  if (st->pending == NULL)
-    free(st);
-  return 0;
-}
-
-static fs_state_t *get_state(lua_State *L) {
-  fs_state_t **box, *st;
-  synchro_t *S = synchro__loop_of(L);
-  lua_getfield(L, LUA_REGISTRYINDEX, STATE_KEY);
-  box = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  if (box != NULL && *box != NULL)
-    return *box;
-  box = lua_newuserdata(L, sizeof(*box));
-  *box = NULL;
-  lua_newtable(L);
-  lua_pushcfunction(L, state_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  st = malloc(sizeof(*st));
-  if (st == NULL)
-    luaL_error(L, "not enough memory");
-  st->L = S->L;
-  st->loop = &S->loop;
-  st->pending = NULL;
-  *box = st;
-  lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
-  return st;
-}
-
 /* ---- results ---- */
 
 static const char *dirent_type(uv_dirent_type_t t) {
@@ -302,139 +240,70 @@ static void push_scandir(lua_State *L, uv_fs_t *req) {
   }
 }
 
-/* Protected: pushes the callback and the results, then calls it. */
-static int deliver(lua_State *L) {
-  fs_req_t *r = lua_touserdata(L, 1);
+/* The results of a completed request (request.c calls it protected). */
+static int push_results(lua_State *L, synchro__req_t *base) {
+  fs_req_t *r = (fs_req_t *)base;
   ssize_t res = r->req.result;
-  int n = 1;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, r->cb_ref);
-  if (res < 0) {
-    n = synchro__push_uv_error(L, (int)res);
-  } else {
-    switch (r->kind) {
-    case OP_OPEN:
-      push_file(L, r->state->loop, (uv_file)res);
-      r->adopted = 1;
-      break;
-    case OP_READ:
-      lua_pushlstring(L, r->data, (size_t)res);
-      break;
-    case OP_WRITE:
-      lua_pushinteger(L, (lua_Integer)res);
-      break;
-    case OP_STAT:
-      push_stat(L, &r->req.statbuf);
-      break;
-    case OP_SCANDIR:
-      push_scandir(L, &r->req);
-      break;
-    case OP_PTR:
-      lua_pushstring(L, r->req.ptr);
-      break;
-    case OP_PATH:
-      lua_pushstring(L, r->req.path);
-      break;
-    default:
-      lua_pushboolean(L, 1);
-      break;
-    }
+  if (res < 0)
+    return synchro__push_uv_error(L, (int)res);
+  switch (r->kind) {
+  case OP_OPEN:
+    push_file(L, r->loop, (uv_file)res);
+    r->adopted = 1;
+    break;
+  case OP_READ:
+    lua_pushlstring(L, r->data, (size_t)res);
+    break;
+  case OP_WRITE:
+    lua_pushinteger(L, (lua_Integer)res);
+    break;
+  case OP_STAT:
+    push_stat(L, &r->req.statbuf);
+    break;
+  case OP_SCANDIR:
+    push_scandir(L, &r->req);
+    break;
+  case OP_PTR:
+    lua_pushstring(L, r->req.ptr);
+    break;
+  case OP_PATH:
+    lua_pushstring(L, r->req.path);
+    break;
+  default:
+    lua_pushboolean(L, 1);
+    break;
   }
-  r->called = 1;
-  lua_call(L, n, 0);
-  return 0;
+  return 1;
 }
 
-/* Protected: calls the callback with nil, "ENOMEM: ...", "ENOMEM". */
-static int deliver_enomem(lua_State *L) {
-  fs_req_t *r = lua_touserdata(L, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, r->cb_ref);
-  lua_call(L, synchro__push_uv_error(L, UV_ENOMEM), 0);
-  return 0;
-}
-
-static void report(lua_State *L) {
-  fprintf(stderr, "synchro: error in a fs callback: %s\n", lua_tostring(L, -1));
-  lua_pop(L, 1);
-}
-
-static void unlink_req(fs_req_t *r) {
-  if (r->prev != NULL)
-    r->prev->next = r->next;
-  else
-    r->state->pending = r->next;
-  if (r->next != NULL)
-    r->next->prev = r->prev;
-  r->prev = r->next = NULL;
+/* Whatever became of the request: a file it opened that no file object
+ * took is closed. */
+static void release(synchro__req_t *base) {
+  fs_req_t *r = (fs_req_t *)base;
+  if (r->kind == OP_OPEN && r->req.result >= 0 && !r->adopted &&
+      base->status >= 0)
+    close_fd(r->loop, (uv_file)r->req.result);
+  if (r->file != NULL)
+    file_unref(r->file);
+  uv_fs_req_cleanup(&r->req);
+  free(r);
 }
 
 static void on_done(uv_fs_t *req) {
-  fs_req_t *r = (fs_req_t *)req;
-  fs_state_t *st = r->state;
-  lua_State *L = st->L;
-  unlink_req(r);
-  if (r->box != NULL) {
-    r->box->req = NULL;
-    r->box = NULL;
-  }
-  if (L != NULL && !r->abandoned) {
-    int top = lua_gettop(L);
-    lua_pushcfunction(L, deliver);
-    lua_pushlightuserdata(L, r);
-    if (lua_pcall(L, 1, 0, 0) != 0) {
-      if (r->called) {
-        report(L);
-      } else {
-        /* no memory for the results: the task must still wake */
-        lua_pop(L, 1);
-        lua_pushcfunction(L, deliver_enomem);
-        lua_pushlightuserdata(L, r);
-        if (lua_pcall(L, 1, 0, 0) != 0)
-          report(L);
-      }
-    }
-    lua_settop(L, top);
-  }
-  if (r->kind == OP_OPEN && req->result >= 0 && !r->adopted)
-    close_fd(st->loop, (uv_file)req->result);
-  if (L != NULL)
-    luaL_unref(L, LUA_REGISTRYINDEX, r->cb_ref);
-  if (r->file != NULL)
-    file_unref(r->file);
-  uv_fs_req_cleanup(req);
-  free(r);
-  if (L == NULL && st->pending == NULL)
-    free(st);
+  fs_req_t *r = (fs_req_t *)((char *)req - offsetof(fs_req_t, req));
+  synchro__req_done(&r->base, (int)(req->result < 0 ? req->result : 0));
 }
 
 /* ---- starting requests ---- */
 
-/* Pushes the request object and returns a request for kind with extra
- * bytes of data, or NULL after pushing nil, "ENOMEM...", "ENOMEM" (return
- * 3 then). Argument cb is the callback. Raises before allocating. */
+/* A request for kind with extra bytes of data, for the function at cb;
+ * raises (nothing allocated) on misuse or no memory. */
 static fs_req_t *begin(lua_State *L, int kind, size_t extra, int cb) {
-  fs_state_t *st;
-  req_box_t *box;
-  fs_req_t *r;
-  int cb_ref;
-  luaL_checktype(L, cb, LUA_TFUNCTION);
-  st = get_state(L);
-  box = lua_newuserdata(L, sizeof(*box));
-  box->req = NULL;
-  luaL_setmetatable(L, REQ_MT);
-  lua_pushvalue(L, cb);
-  cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  r = malloc(sizeof(*r) + extra);
-  if (r == NULL) {
-    luaL_unref(L, LUA_REGISTRYINDEX, cb_ref);
-    lua_pop(L, 1);
-    synchro__push_uv_error(L, UV_ENOMEM);
-    return NULL;
-  }
-  memset(r, 0, sizeof(*r));
-  r->state = st;
-  r->box = box;
+  fs_req_t *r =
+      synchro__req_alloc(L, cb, sizeof(fs_req_t), extra, push_results, release);
+  r->loop = &synchro__loop_of(L)->loop;
   r->kind = kind;
-  r->cb_ref = cb_ref;
+  r->cb = cb;
   return r;
 }
 
@@ -449,24 +318,10 @@ static void use_file(fs_req_t *r, fs_file_t *file) {
 /* err: what uv_fs_<op> returned. Leaves the request object as the one
  * result, or the error triple. */
 static int submit(lua_State *L, fs_req_t *r, int err) {
-  if (err < 0) {
-    luaL_unref(L, LUA_REGISTRYINDEX, r->cb_ref);
-    if (r->file != NULL)
-      file_unref(r->file);
-    uv_fs_req_cleanup(&r->req);
-    free(r);
-    lua_pop(L, 1);
-    return synchro__push_uv_error(L, err);
-  }
-  r->next = r->state->pending;
-  if (r->next != NULL)
-    r->next->prev = r;
-  r->state->pending = r;
-  r->box->req = r;
-  return 1;
+  return synchro__req_submit(L, &r->base, r->cb, (uv_req_t *)&r->req, err);
 }
 
-#define LOOP(r) ((r)->state->loop)
+#define LOOP(r) ((r)->loop)
 
 /* Flags: "r", "w", "a" with "+", "x" (exclusive create), "b" (ignored);
  * or an integer of UV_FS_O_* bits. */
@@ -528,8 +383,6 @@ static int fs_open(lua_State *L) {
   int flags = check_flags(L, 2);
   int mode = check_mode(L, 3, 0666);
   fs_req_t *r = begin(L, OP_OPEN, 0, 4);
-  if (r == NULL)
-    return 3;
   return submit(L, r, uv_fs_open(LOOP(r), &r->req, path, flags, mode, on_done));
 }
 
@@ -546,8 +399,6 @@ static int fs_read(lua_State *L) {
   if (size > MAX_IO)
     size = MAX_IO;
   r = begin(L, OP_READ, (size_t)size, 4);
-  if (r == NULL)
-    return 3;
   buf = uv_buf_init(r->data, (unsigned)size);
   use_file(r, file);
   return submit(L, r, uv_fs_read(LOOP(r), &r->req, fd, &buf, 1, off, on_done));
@@ -566,8 +417,6 @@ static int fs_write(lua_State *L) {
   if (len > MAX_IO)
     len = MAX_IO; /* a short write: the caller writes the rest */
   r = begin(L, OP_WRITE, len, 4);
-  if (r == NULL)
-    return 3;
   memcpy(r->data, data, len);
   buf = uv_buf_init(r->data, (unsigned)len);
   use_file(r, file);
@@ -580,8 +429,6 @@ static int fs_fstat(lua_State *L) {
   fs_file_t *file;
   uv_file fd = check_target(L, 1, &file);
   fs_req_t *r = begin(L, OP_STAT, 0, 2);
-  if (r == NULL)
-    return 3;
   use_file(r, file);
   return submit(L, r, uv_fs_fstat(LOOP(r), &r->req, fd, on_done));
 }
@@ -590,8 +437,6 @@ static int fs_fsync(lua_State *L) {
   fs_file_t *file;
   uv_file fd = check_target(L, 1, &file);
   fs_req_t *r = begin(L, OP_DONE, 0, 2);
-  if (r == NULL)
-    return 3;
   use_file(r, file);
   return submit(L, r, uv_fs_fsync(LOOP(r), &r->req, fd, on_done));
 }
@@ -604,8 +449,6 @@ static int fs_ftruncate(lua_State *L) {
   if (len < 0)
     luaL_argerror(L, 2, "length must not be negative");
   r = begin(L, OP_DONE, 0, 3);
-  if (r == NULL)
-    return 3;
   use_file(r, file);
   return submit(L, r,
                 uv_fs_ftruncate(LOOP(r), &r->req, fd, (int64_t)len, on_done));
@@ -620,7 +463,7 @@ static int fs_close(lua_State *L) {
   if (luaL_testudata(L, 1, FILE_MT) != NULL)
     return file_close(L);
   fd = check_target(L, 1, &unused);
-  err = close_fd(get_state(L)->loop, fd);
+  err = close_fd(&synchro__loop_of(L)->loop, fd);
   if (err < 0)
     return synchro__push_uv_error(L, err);
   lua_pushboolean(L, 1);
@@ -633,8 +476,6 @@ static int path_op(lua_State *L, int kind,
                    int (*op)(uv_loop_t *, uv_fs_t *, const char *, uv_fs_cb)) {
   const char *path = luaL_checkstring(L, 1);
   fs_req_t *r = begin(L, kind, 0, 2);
-  if (r == NULL)
-    return 3;
   return submit(L, r, op(LOOP(r), &r->req, path, on_done));
 }
 
@@ -666,8 +507,6 @@ static int fs_mkdir(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   int mode = check_mode(L, 2, 0777);
   fs_req_t *r = begin(L, OP_DONE, 0, 3);
-  if (r == NULL)
-    return 3;
   return submit(L, r, uv_fs_mkdir(LOOP(r), &r->req, path, mode, on_done));
 }
 
@@ -675,8 +514,6 @@ static int fs_rename(lua_State *L) {
   const char *from = luaL_checkstring(L, 1);
   const char *to = luaL_checkstring(L, 2);
   fs_req_t *r = begin(L, OP_DONE, 0, 3);
-  if (r == NULL)
-    return 3;
   return submit(L, r, uv_fs_rename(LOOP(r), &r->req, from, to, on_done));
 }
 
@@ -684,41 +521,8 @@ static int fs_symlink(lua_State *L) {
   const char *target = luaL_checkstring(L, 1);
   const char *path = luaL_checkstring(L, 2);
   fs_req_t *r = begin(L, OP_DONE, 0, 3);
-  if (r == NULL)
-    return 3;
   return submit(L, r,
                 uv_fs_symlink(LOOP(r), &r->req, target, path, 0, on_done));
-}
-
-/* req:cancel(): abandons the request (its callback will not run). */
-static int req_cancel(lua_State *L) {
-  req_box_t *box = luaL_checkudata(L, 1, REQ_MT);
-  fs_req_t *r = box->req;
-  if (r == NULL)
-    return 0;
-  r->abandoned = 1;
-  uv_cancel((uv_req_t *)&r->req);
-  return 0;
-}
-
-static int req_gc(lua_State *L) {
-  req_box_t *box = luaL_checkudata(L, 1, REQ_MT);
-  if (box->req != NULL) {
-    box->req->box = NULL;
-    box->req = NULL;
-  }
-  return 0;
-}
-
-/* core.fs_pending() -> requests in flight (for leak checks in tests). */
-static int fs_pending(lua_State *L) {
-  fs_state_t *st = get_state(L);
-  fs_req_t *r;
-  lua_Integer n = 0;
-  for (r = st->pending; r != NULL; r = r->next)
-    n++;
-  lua_pushinteger(L, n);
-  return 1;
 }
 
 static void set_flag(lua_State *L, const char *name, int value) {
@@ -729,17 +533,25 @@ static void set_flag(lua_State *L, const char *name, int value) {
 void synchro__fs_register(lua_State *L) {
   static const luaL_Reg file_methods[] = {
       {"close", file_close}, {"fileno", file_fileno}, {NULL, NULL}};
-  static const luaL_Reg fns[] = {
-      {"fs_open", fs_open},         {"fs_read", fs_read},
-      {"fs_write", fs_write},       {"fs_fstat", fs_fstat},
-      {"fs_fsync", fs_fsync},       {"fs_ftruncate", fs_ftruncate},
-      {"fs_close", fs_close},       {"fs_stat", fs_stat},
-      {"fs_lstat", fs_lstat},       {"fs_scandir", fs_scandir},
-      {"fs_mkdir", fs_mkdir},       {"fs_rmdir", fs_rmdir},
-      {"fs_unlink", fs_unlink},     {"fs_rename", fs_rename},
-      {"fs_realpath", fs_realpath}, {"fs_readlink", fs_readlink},
-      {"fs_symlink", fs_symlink},   {"fs_mkdtemp", fs_mkdtemp},
-      {"fs_pending", fs_pending},   {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"fs_open", fs_open},
+                                 {"fs_read", fs_read},
+                                 {"fs_write", fs_write},
+                                 {"fs_fstat", fs_fstat},
+                                 {"fs_fsync", fs_fsync},
+                                 {"fs_ftruncate", fs_ftruncate},
+                                 {"fs_close", fs_close},
+                                 {"fs_stat", fs_stat},
+                                 {"fs_lstat", fs_lstat},
+                                 {"fs_scandir", fs_scandir},
+                                 {"fs_mkdir", fs_mkdir},
+                                 {"fs_rmdir", fs_rmdir},
+                                 {"fs_unlink", fs_unlink},
+                                 {"fs_rename", fs_rename},
+                                 {"fs_realpath", fs_realpath},
+                                 {"fs_readlink", fs_readlink},
+                                 {"fs_symlink", fs_symlink},
+                                 {"fs_mkdtemp", fs_mkdtemp},
+                                 {NULL, NULL}};
   const luaL_Reg *f;
   if (luaL_newmetatable(L, FILE_MT)) {
     luaL_newlib(L, file_methods);
@@ -754,15 +566,6 @@ void synchro__fs_register(lua_State *L) {
   /* core.fs_file_methods: fs.lua adds the methods written in Lua */
   lua_getfield(L, -1, "__index");
   lua_setfield(L, -3, "fs_file_methods");
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, REQ_MT)) {
-    lua_newtable(L);
-    lua_pushcfunction(L, req_cancel);
-    lua_setfield(L, -2, "cancel");
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, req_gc);
-    lua_setfield(L, -2, "__gc");
-  }
   lua_pop(L, 1);
   for (f = fns; f->name != NULL; f++) {
     lua_pushcfunction(L, f->func);

@@ -15,7 +15,7 @@
 
 typedef struct {
   uv_fs_event_t handle;
-  lua_State *L;
+  synchro_t *S;
   int cb_ref;
 } loop_watch_t;
 
@@ -28,7 +28,9 @@ static void on_closed(uv_handle_t *handle) { free(handle->data); }
 static void on_event(uv_fs_event_t *handle, const char *name, int events,
                      int status) {
   loop_watch_t *w = handle->data;
-  lua_State *L = w->L;
+  lua_State *L = synchro__live_vm(w->S);
+  if (L == NULL)
+    return;
   if (name != NULL)
     lua_pushstring(L, name);
   else
@@ -58,7 +60,7 @@ static int watch_new(lua_State *L) {
     return luaL_error(L, "not enough memory");
   uv_fs_event_init(&S->loop, &w->handle);
   w->handle.data = w;
-  w->L = S->L;
+  w->S = S;
   w->cb_ref = LUA_NOREF;
   err = uv_fs_event_start(&w->handle, on_event, path, flags);
   if (err != 0) {

@@ -199,7 +199,7 @@ static void read_done(multi_t *m) {
  * callback; a Lua function that makes new events (an unpause delivers
  * data at once) is served by the same loop. */
 static void dispatch(multi_t *m) {
-  lua_State *L = m->S->L;
+  lua_State *L = synchro__live_vm(m->S);
   if (m->dispatching)
     return;
   read_done(m);

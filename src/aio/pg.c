@@ -173,7 +173,7 @@ static int pg_connect_poll(lua_State *L) {
 
 static void on_poll(uv_poll_t *handle, int status, int events) {
   pg_conn_t *pg = handle->data;
-  lua_State *L = pg->S->L;
+  lua_State *L = synchro__live_vm(pg->S);
   int ref = pg->wait_ref;
   uv_poll_stop(handle);
   if (L == NULL || ref == LUA_NOREF)
@@ -573,7 +573,7 @@ static void cancel_let_go(cancel_req_t *req, lua_State *L) {
 
 static void on_cancelled(uv_async_t *handle) {
   cancel_req_t *req = handle->data;
-  lua_State *L = req->S->L;
+  lua_State *L = synchro__live_vm(req->S);
   int ref = req->cb_ref;
   if (L == NULL || ref == LUA_NOREF || req->closed)
     return;

@@ -5,8 +5,8 @@
  * allows only one uv_poll per fd and loop.
  *
  * The uv handle lives outside the userdata (libuv needs it until its close
- * callback); callbacks that libuv runs after the loop VM is gone (S->L is
- * NULL at shutdown) do nothing. */
+ * callback); callbacks that libuv runs after the loop VM is gone
+ * (synchro__live_vm gives NULL) do nothing. */
 #include <limits.h>
 #include <stdlib.h>
 
@@ -54,7 +54,7 @@ static void push_events(lua_State *L, int events) {
 /* fn("r" | "w" | "rw") when ready, fn(nil, msg, code) on an error. */
 static void on_poll(uv_poll_t *handle, int status, int events) {
   loop_poll_t *p = handle->data;
-  lua_State *L = p->S->L;
+  lua_State *L = synchro__live_vm(p->S);
   if (L == NULL || p->cb_ref == LUA_NOREF)
     return;
   if (status < 0) {

@@ -49,7 +49,6 @@ typedef struct {
   int exited;
   int closing;
   int exit_ref;
-  lua_State *L; /* the loop VM's main state */
   synchro_t *S;
   proc_box_t *box;
 } loop_proc_t;
@@ -80,8 +79,8 @@ static void close_handles(loop_proc_t *p) {
 /* The child has been reaped: report it, then close the handles. */
 static void finish(loop_proc_t *p, int64_t status, int term_signal) {
   p->exited = 1;
-  if (p->exit_ref != LUA_NOREF) {
-    lua_State *L = p->L;
+  if (p->exit_ref != LUA_NOREF && synchro__live_vm(p->S) != NULL) {
+    lua_State *L = synchro__live_vm(p->S);
     int ref = p->exit_ref;
     p->exit_ref = LUA_NOREF;
     lua_pushinteger(L, (lua_Integer)status);
@@ -216,7 +215,6 @@ static int spawn(lua_State *L) {
     opts.flags |= UV_PROCESS_DETACHED;
   p->handle.data = p;
   p->poll.data = p;
-  p->L = S->L;
   p->S = S;
   p->exit_ref = LUA_NOREF;
   err = uv_spawn(&S->loop, &p->handle, &opts);

@@ -20,7 +20,7 @@
 
 typedef struct {
   uv_signal_t handle;
-  lua_State *L;
+  synchro_t *S;
   int cb_ref;
 } loop_signal_t;
 
@@ -32,8 +32,11 @@ static void on_closed(uv_handle_t *handle) { free(handle->data); }
 
 static void on_signal(uv_signal_t *handle, int signum) {
   loop_signal_t *s = handle->data;
-  lua_pushinteger(s->L, signum);
-  synchro__call_ref_fn(s->L, s->cb_ref, 1);
+  lua_State *L = synchro__live_vm(s->S);
+  if (L == NULL)
+    return;
+  lua_pushinteger(L, signum);
+  synchro__call_ref_fn(L, s->cb_ref, 1);
 }
 
 /* core.signal(signum, fn) -> handle | nil, message, name */
@@ -52,7 +55,7 @@ static int signal_new(lua_State *L) {
     return luaL_error(L, "not enough memory");
   uv_signal_init(&S->loop, &s->handle);
   s->handle.data = s;
-  s->L = S->L;
+  s->S = S;
   s->cb_ref = LUA_NOREF;
   err = uv_signal_start(&s->handle, on_signal, signum);
   if (err != 0) {

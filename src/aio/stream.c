@@ -1,8 +1,9 @@
 /* synchro.aio.stream: one stream object for TCP, pipes and TTYs (see
  * stream.h). C starts libuv operations and calls a Lua function when they
  * complete; buffering, waiting, back pressure and cancellation are in
- * lua/synchro/aio/stream.lua. Callbacks that libuv runs after the loop VM
- * is gone (S->L is NULL at shutdown) only free memory. */
+ * lua/synchro/aio/stream.lua. Requests are request.c's records; read
+ * callbacks that libuv runs after the loop VM is gone (synchro__live_vm)
+ * only free memory. */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,9 @@ static void release(lua_State *L, stream_box_t *box) {
   box->s = NULL;
   unref(L, &s->read_ref);
   unref(L, &s->listen_ref);
+  /* a terminal left in raw mode is restored (close, __gc, VM close) */
+  if (s->u.handle.type == UV_TTY)
+    uv_tty_set_mode(&s->u.tty, UV_TTY_MODE_NORMAL);
   /* pending writes, connects and shutdowns complete with ECANCELED */
   uv_close(&s->u.handle, on_closed);
 }
@@ -101,43 +105,25 @@ int synchro__stream_push_result(lua_State *L, int err) {
 }
 
 void synchro__stream_req_finish(synchro__stream_req_t *r, int status) {
-  lua_State *L = r->S->L;
-  if (L != NULL) {
-    int ref = r->cb_ref;
-    synchro__call_ref_fn(L, ref, synchro__stream_push_result(L, status));
-    luaL_unref(L, LUA_REGISTRYINDEX, ref);
-  }
-  free(r);
+  synchro__req_done(&r->base, status);
 }
 
 synchro__stream_req_t *synchro__stream_req_new(lua_State *L,
                                                synchro__stream_t *s,
                                                int cb_idx, size_t extra) {
-  synchro__stream_req_t *r;
-  luaL_checktype(L, cb_idx, LUA_TFUNCTION);
-  r = malloc(sizeof(*r) + extra);
-  if (r == NULL)
-    luaL_error(L, "not enough memory");
-  r->S = s->S;
-  r->cb_ref = LUA_NOREF;
-  return r;
+  (void)s;
+  return synchro__req_alloc(L, cb_idx, sizeof(synchro__stream_req_t), extra,
+                            NULL, NULL);
 }
 
 int synchro__stream_req_started(lua_State *L, synchro__stream_req_t *r,
                                 int cb_idx, int err) {
-  if (err != 0) {
-    free(r);
-    return synchro__push_uv_error(L, err);
-  }
-  lua_pushvalue(L, cb_idx);
-  r->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushboolean(L, 1);
-  return 1;
+  return synchro__req_submit(L, &r->base, cb_idx, (uv_req_t *)&r->req, err);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   synchro__stream_t *s = stream->data;
-  lua_State *L = s->S->L;
+  lua_State *L = synchro__live_vm(s->S);
   if (nread == 0 || L == NULL || s->read_ref == LUA_NOREF) {
     free(buf->base);
     return;
@@ -183,9 +169,10 @@ static void on_write(uv_write_t *req, int status) {
   synchro__stream_req_finish(req->data, status);
 }
 
-/* h:write(data, fn) -> true when the kernel took all of data at once;
- * false when the rest is queued (fn(true) or fn(nil, msg, code) follows);
- * or nil, msg, code. */
+/* h:write(data, fn) -> true when the kernel took all of data at once; a
+ * request object when the rest is queued (fn(true) or fn(nil, msg, code)
+ * follows unless it is cancelled: the data is written all the same); or
+ * nil, msg, code. */
 static int stream_write(lua_State *L) {
   synchro__stream_t *s = synchro__stream_check(L, 1, UV_UNKNOWN_HANDLE);
   size_t len, done = 0;
@@ -213,20 +200,16 @@ static int stream_write(lua_State *L) {
   buf = uv_buf_init((char *)(r + 1), (unsigned int)(len - done));
   r->req.write.data = r;
   err = uv_write(&r->req.write, &s->u.stream, &buf, 1, on_write);
-  if (synchro__stream_req_started(L, r, 3, err) != 1)
-    return 3;
-  lua_pop(L, 1);
-  lua_pushboolean(L, 0);
-  return 1;
+  return synchro__stream_req_started(L, r, 3, err);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
   synchro__stream_req_finish(req->data, status);
 }
 
-/* h:shutdown(fn) -> true, or nil, msg, code; then fn(true) or
- * fn(nil, msg, code) once queued writes are done and the write side is
- * shut. */
+/* h:shutdown(fn) -> a request object, or nil, msg, code; then fn(true)
+ * or fn(nil, msg, code) once queued writes are done and the write side
+ * is shut. */
 static int stream_shutdown(lua_State *L) {
   synchro__stream_t *s = synchro__stream_check(L, 1, UV_UNKNOWN_HANDLE);
   synchro__stream_req_t *r = synchro__stream_req_new(L, s, 2, 0);

@@ -24,16 +24,16 @@ typedef struct {
   int listen_ref; /* while listening */
 } synchro__stream_t;
 
-/* A request with the Lua function to call when it completes; a write
- * carries its own copy of the unwritten bytes after it. */
+/* A request (request.c's record) with the Lua function to call when it
+ * completes; a write carries its own copy of the unwritten bytes after
+ * it. */
 typedef struct {
+  synchro__req_t base; /* first member */
   union {
     uv_write_t write;
     uv_connect_t connect;
     uv_shutdown_t shutdown;
   } req;
-  synchro_t *S;
-  int cb_ref;
 } synchro__stream_req_t;
 
 /* Pushes a new stream object with a fresh handle of type UV_TCP or
@@ -52,11 +52,12 @@ int synchro__stream_push_result(lua_State *L, int err);
 synchro__stream_req_t *synchro__stream_req_new(lua_State *L,
                                                synchro__stream_t *s,
                                                int cb_idx, size_t extra);
-/* After starting r with err: keeps its function and pushes true, or frees
- * r and pushes nil, msg, code. */
+/* After starting r with err: pushes the request object (its cancel()
+ * abandons it), or frees r and pushes nil, msg, code. */
 int synchro__stream_req_started(lua_State *L, synchro__stream_req_t *r,
                                 int cb_idx, int err);
-/* Calls the request's function with true, or nil, msg, code; frees r. */
+/* Calls the request's function with true, or nil, msg, code (unless it
+ * was abandoned or its VM is gone); frees r. */
 void synchro__stream_req_finish(synchro__stream_req_t *r, int status);
 /* Creates the stream metatable (once) and adds methods to it. */
 void synchro__stream_register(lua_State *L, const luaL_Reg *methods);

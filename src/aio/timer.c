@@ -9,7 +9,7 @@
 
 typedef struct {
   uv_timer_t handle;
-  lua_State *L;
+  synchro_t *S;
   int cb_ref;
 } loop_timer_t;
 
@@ -21,7 +21,9 @@ static void on_closed(uv_handle_t *handle) { free(handle->data); }
 
 static void on_timer(uv_timer_t *handle) {
   loop_timer_t *t = handle->data;
-  synchro__call_ref_fn(t->L, t->cb_ref, 0);
+  lua_State *L = synchro__live_vm(t->S);
+  if (L != NULL)
+    synchro__call_ref_fn(L, t->cb_ref, 0);
 }
 
 static loop_timer_t *check_timer(lua_State *L) {
@@ -45,7 +47,7 @@ static int timer_new(lua_State *L) {
     return luaL_error(L, "not enough memory");
   uv_timer_init(&S->loop, &t->handle);
   t->handle.data = t;
-  t->L = S->L;
+  t->S = S;
   lua_pushvalue(L, 1);
   t->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   box->timer = t;

@@ -1,8 +1,8 @@
 /* synchro.aio.udp: UDP sockets for the loop VM. C sends and receives and
  * calls a Lua function on completion; waiting and queueing are in
- * lua/synchro/aio/udp.lua. Same ownership rules as tcp.c: the uv handle is
- * freed in its close callback, Lua functions are referenced only while an
- * operation is under way. */
+ * lua/synchro/aio/udp.lua. The uv handle is freed in its close callback;
+ * a queued send is request.c's record; Lua functions are referenced only
+ * while an operation is under way. */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,11 +22,11 @@ typedef struct {
   loop_udp_t *udp;
 } udp_box_t;
 
-/* A queued send, followed by its copy of the datagram. */
+/* A queued send (request.c's record), followed by its copy of the
+ * datagram. */
 typedef struct {
+  synchro__req_t base; /* first member */
   uv_udp_send_t req;
-  synchro_t *S;
-  int cb_ref;
 } udp_send_t;
 
 static void on_closed(uv_handle_t *handle) { free(handle->data); }
@@ -97,25 +97,12 @@ static int udp_bind(lua_State *L) {
 }
 
 static void on_send(uv_udp_send_t *req, int status) {
-  udp_send_t *s = req->data;
-  lua_State *L = s->S->L;
-  if (L != NULL) {
-    int ref = s->cb_ref;
-    int nargs;
-    if (status < 0) {
-      nargs = synchro__push_uv_error(L, status);
-    } else {
-      lua_pushboolean(L, 1);
-      nargs = 1;
-    }
-    synchro__call_ref_fn(L, ref, nargs);
-    luaL_unref(L, LUA_REGISTRYINDEX, ref);
-  }
-  free(s);
+  synchro__req_done(req->data, status);
 }
 
-/* handle:send(data, ip, port, fn) -> true when sent at once; false when
- * queued (fn(true) or fn(nil, msg, code) follows); or nil, msg, code. */
+/* handle:send(data, ip, port, fn) -> true when sent at once; a request
+ * object when queued (fn(true) or fn(nil, msg, code) follows, unless it
+ * is cancelled: the datagram is sent all the same); or nil, msg, code. */
 static int udp_send(lua_State *L) {
   loop_udp_t *u = check_udp(L);
   size_t len;
@@ -135,29 +122,19 @@ static int udp_send(lua_State *L) {
   }
   if (n != UV_EAGAIN)
     return synchro__push_uv_error(L, n);
-  s = malloc(sizeof(*s) + len);
-  if (s == NULL)
-    return luaL_error(L, "not enough memory");
+  s = synchro__req_alloc(L, 5, sizeof(*s), len, NULL, NULL);
   memcpy(s + 1, data, len);
   buf = uv_buf_init((char *)(s + 1), (unsigned int)len);
-  s->S = u->S;
   s->req.data = s;
-  n = uv_udp_send(&s->req, &u->handle, &buf, 1, (struct sockaddr *)&ss,
-                  on_send);
-  if (n != 0) {
-    free(s);
-    return synchro__push_uv_error(L, n);
-  }
-  lua_pushvalue(L, 5);
-  s->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushboolean(L, 0);
-  return 1;
+  return synchro__req_submit(L, &s->base, 5, (uv_req_t *)&s->req,
+                             uv_udp_send(&s->req, &u->handle, &buf, 1,
+                                         (struct sockaddr *)&ss, on_send));
 }
 
 static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
                     const struct sockaddr *addr, unsigned flags) {
   loop_udp_t *u = handle->data;
-  lua_State *L = u->S->L;
+  lua_State *L = synchro__live_vm(u->S);
   (void)flags; /* a truncated datagram (UV_UDP_PARTIAL) is delivered cut */
   if (L == NULL || u->recv_ref == LUA_NOREF || (nread == 0 && addr == NULL)) {
     free(buf->base);

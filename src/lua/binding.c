@@ -674,6 +674,7 @@ int synchro__lua_open(lua_State *L) {
   synchro__signal_register(L);
   synchro__fswatch_register(L);
   synchro__tls_register(L);
+  synchro__request_register(L);
   synchro__callbacks_register(L);
   synchro__future_register(L);
   return 1;

@@ -2,7 +2,6 @@
 --- loop. Lookups run on libuv's thread pool; the task waits without
 --- blocking the loop. Cancelling the task cancels the lookup.
 local core = require "synchro.core"
-local sched = require "synchro.sched"
 
 local dns = {}
 
@@ -20,20 +19,18 @@ local argerror, check_opts =
 local FAMILIES = { inet = true, inet6 = true, any = true }
 local SOCKTYPES = { stream = true, dgram = true, any = true }
 
--- Waits for a request that start(fn) begins; fn gets its results.
-local function wait_request(what, start)
-  local task, token = sched.prepare("aio.dns." .. what)
-  local sch = task.sched
-  local r
-  -- as many results as the request gave: getnameinfo's host, service
-  -- once came back with a third, trailing nil
-  local req, msg, code = start(function(...)
-    r = { n = select("#", ...), ... }
-    sch:wake(task, token)
-  end)
-  if not req then return nil, msg, code end
-  sched.suspend(task, function() req:cancel() end)
-  return (table.unpack or unpack)(r, 1, r.n)
+local await = require("synchro.aio.request").await
+
+-- Starters for request.await (not tail calls, so that argument errors
+-- name the C function).
+local function start_getaddrinfo(cb, host, service, family, socktype)
+  local r, m, c = core.getaddrinfo(host, service, family, socktype, cb)
+  return r, m, c
+end
+
+local function start_getnameinfo(cb, addr, port, numeric)
+  local r, m, c = core.getnameinfo(addr, port, numeric, cb)
+  return r, m, c
 end
 
 --- Resolves `host` (and a service name or port) into addresses, without
@@ -67,9 +64,8 @@ function dns.getaddrinfo(host, service, opts)
     argerror(3, "getaddrinfo", "bad socktype '" .. tostring(socktype) .. "'")
   end
   if st == "number" then service = ("%d"):format(service) end
-  local list, msg, code = wait_request("getaddrinfo", function(fn)
-    return core.getaddrinfo(host, service, family, socktype, fn)
-  end)
+  local list, msg, code = await("aio.dns.getaddrinfo", start_getaddrinfo,
+    nil, nil, host, service, family, socktype)
   if not list then return nil, msg, code end
   -- the same address can come once per protocol: keep the first
   local seen, out = {}, {}
@@ -104,9 +100,8 @@ function dns.getnameinfo(addr, port, opts)
     argerror(2, "getnameinfo", "number expected, got " .. type(port))
   end
   opts = check_opts(opts, 3, "getnameinfo", { "numeric" })
-  return wait_request("getnameinfo", function(fn)
-    return core.getnameinfo(addr, port, opts.numeric and true or false, fn)
-  end)
+  return await("aio.dns.getnameinfo", start_getnameinfo, nil, nil, addr,
+    port, opts.numeric and true or false)
 end
 
 --- For tcp and udp: the addresses to try for host and port. A numeric

@@ -18,28 +18,17 @@ local fs = {}
 local pack = sched.pack
 local unpack = table.unpack or unpack
 local ypcall = sched.yieldable_pcalls()
+local await = request.await
+local argerror = require("synchro.check").argerror
 
 --- Flag bits for open() given as an integer (O_RDONLY, O_WRONLY, O_RDWR,
 --- O_CREAT, O_EXCL, O_TRUNC, O_APPEND, O_SYNC, O_DSYNC, O_NOFOLLOW,
 --- O_DIRECTORY, O_NONBLOCK; add them up to combine).
 fs.constants = core.fs_flags
 
--- The C functions, called as fields of C so that their argument errors
--- name the function as the caller knows it: "bad argument #1 to 'open'".
-local C = {
-  open = core.fs_open, read = core.fs_read, write = core.fs_write,
-  fstat = core.fs_fstat, fsync = core.fs_fsync, truncate = core.fs_ftruncate,
-  close = core.fs_close, stat = core.fs_stat, lstat = core.fs_lstat,
-  scandir = core.fs_scandir, mkdir = core.fs_mkdir, rmdir = core.fs_rmdir,
-  unlink = core.fs_unlink, rename = core.fs_rename,
-  realpath = core.fs_realpath, readlink = core.fs_readlink,
-  symlink = core.fs_symlink, mkdtemp = core.fs_mkdtemp,
-}
-
 local function check_string(v, n, fname)
   if type(v) ~= "string" then
-    error(("bad argument #%d to '%s' (string expected, got %s)")
-      :format(n, fname, type(v)), 3)
+    argerror(n, fname, "string expected, got " .. type(v))
   end
 end
 
@@ -48,94 +37,107 @@ local function perm(mode, n, fname)
   if type(mode) == "string" then
     local m = tonumber(mode, 8)
     if m == nil then
-      error(("bad argument #%d to '%s' (octal permission bits expected, " ..
-        "got '%s')"):format(n, fname, mode), 3)
+      argerror(n, fname, "octal permission bits expected, got '" .. mode ..
+        "'")
     end
     return m
   end
   return mode
 end
 
---- Begins a wait for a request: returns the task, a box that gets the
---- results, and the callback to give the request.
-local function start(what)
-  local task, token = sched.prepare("aio.fs." .. what)
-  local box = {}
-  return task, box, function(...)
-    box.res = pack(...)
-    task.sched:wake(task, token)
+-- The requests, one line each: the name (fs.<name>), the C function, its
+-- arguments before the callback, and what is done to them first. The
+-- API's documentation is in types/synchro/aio/fs.lua and docs/aio-fs.md.
+local requests = {
+  { "read", core.fs_read, 3 },      -- (file, n, offset) -> string
+  { "fstat", core.fs_fstat, 1 },    -- (file) -> stat table
+  { "fsync", core.fs_fsync, 1 },    -- (file) -> true
+  { "ftruncate", core.fs_ftruncate, 2 }, -- (file, length) -> true
+  { "stat", core.fs_stat, 1 },      -- (path) -> stat table
+  { "lstat", core.fs_lstat, 1 },    -- (path) -> stat table
+  { "scandir", core.fs_scandir, 1 }, -- (path) -> { {name=, type=} ... }
+  { "rmdir", core.fs_rmdir, 1 },    -- (path) -> true
+  { "unlink", core.fs_unlink, 1 },  -- (path) -> true
+  { "realpath", core.fs_realpath, 1 }, -- (path) -> path
+  { "readlink", core.fs_readlink, 1 }, -- (path) -> target
+  { "rename", core.fs_rename, 2 },  -- (from, to) -> true
+  { "symlink", core.fs_symlink, 2 }, -- (target, path) -> true
+  { "mkdir", core.fs_mkdir, 2,      -- (path, mode) -> true
+    prepare = function(path, mode) return path, perm(mode, 2, "mkdir") end },
+  { "mkdtemp", core.fs_mkdtemp, 1,  -- (prefix) -> path
+    prepare = function(prefix)
+      check_string(prefix, 1, "mkdtemp")
+      if prefix:sub(-6) ~= "XXXXXX" then prefix = prefix .. "XXXXXX" end
+      return prefix
+    end },
+  -- with a function of their own below
+  { "open", core.fs_open, 3, own = true }, -- (path, flags, mode) -> File
+  { "write", core.fs_write, 3, own = true }, -- (file, data, offset) -> n
+}
+
+-- The function that starts a request: start(cb, a, b, c) calls the C
+-- function as C.<name>(a, b, c, cb), so that its argument errors name
+-- the function as the caller knows it ("bad argument #1 to 'stat'").
+-- Generated because Lua names a function in errors by its call site.
+local C = { close = core.fs_close }
+local own = debug.getinfo(1, "S").source
+local function starter(name, nargs)
+  local args = ("a, b, c, d"):sub(1, 3 * nargs - 2)
+  -- not a tail call: LuaJIT would name the caller's caller
+  local code = ("local C = ...\nreturn function(cb, %s) " ..
+    "local r, m, c = C.%s(%s, cb) return r, m, c end"):format(args, name,
+    args)
+  return assert((loadstring or load)(code, own))(C)
+end
+
+-- Starters for the requests that have a function of their own below.
+local start = {}
+
+for i = 1, #requests do
+  local name, fn, nargs = requests[i][1], requests[i][2], requests[i][3]
+  local prepare = requests[i].prepare
+  local what = "aio.fs." .. name
+  local begin = starter(name, nargs)
+  C[name] = fn
+  start[name] = begin
+  if not requests[i].own then
+    if prepare then
+      fs[name] = function(...)
+        return await(what, begin, nil, nil, prepare(...))
+      end
+    elseif nargs == 1 then
+      fs[name] = function(a) return await(what, begin, nil, nil, a) end
+    else
+      fs[name] = function(a, b, c)
+        return await(what, begin, nil, nil, a, b, c)
+      end
+    end
   end
 end
+--- Same as fs.scandir.
+fs.readdir = fs.scandir
 
---- Waits for the request that C.<op>(..., cb) started; returns its
---- results. A cancelled task abandons the request and raises at once.
-local function finish(task, box, req, err, code)
-  if not req then return nil, err, code end
-  sched.suspend(task, function() req:cancel() end)
-  local res = box.res
-  return unpack(res, 1, res.n)
+local function close_file(file)
+  if file then file:close() end
 end
 
--- Files -------------------------------------------------------------------
-
----@class synchro.fs.File
-local File = core.fs_file_methods
-
---- Opens a file. `flags` is "r" (default), "r+", "w", "w+", "a", "a+"
---- ("x" after w or a: fail if the file exists; "b" is ignored), or an
---- integer of fs.constants bits; `mode` the permission bits of a new file
---- (default 438 = octal 666, less the umask), an integer or an octal
---- string such as "644". Returns a File (closed by file:close(), by
---- garbage collection, or as a `<close>` variable on Lua 5.4).
----@param path string
----@param flags? string|integer
----@param mode? integer|string
----@return synchro.fs.File|nil file
----@return string? err
----@return string? code
+--- Opens a file; see types/synchro/aio/fs.lua. An open that completes
+--- after its task was cancelled closes the file it opened.
 function fs.open(path, flags, mode)
   mode = perm(mode, 3, "open")
-  local task, box, cb = start("open")
-  local req, err, code = C.open(path, flags, mode, cb)
-  local ok, file
-  ok, file, err, code = ypcall(finish, task, box, req, err, code)
-  if not ok then
-    -- opened, but cancelled before this task ran again: close it now
-    if box.res and box.res[1] then box.res[1]:close() end
-    error(file, 0)
-  end
-  return file, err, code
+  return await("aio.fs.open", start.open, nil, close_file, path, flags,
+    mode)
 end
 
---- Reads up to n bytes (default 65536) at offset (default: the current
---- position, which then advances). Returns a string, "" at the end of the
---- file. `file` is a File or a file descriptor.
----@param file synchro.fs.File|integer
----@param n? integer
----@param offset? integer
----@return string|nil data
----@return string? err
----@return string? code
-function fs.read(file, n, offset)
-  local task, box, cb = start("read")
-  return finish(task, box, C.read(file, n, offset, cb))
-end
-
---- Writes all of data at offset (default: the current position; files
---- opened with "a" always append). Returns the number of bytes written.
----@param file synchro.fs.File|integer
----@param data string
----@param offset? integer
----@return integer|nil written
----@return string? err
----@return string? code
+--- Writes all of data, however many requests that takes (a write may be
+--- short).
 function fs.write(file, data, offset)
   check_string(data, 2, "write")
   local total = #data
   local done = 0
   while true do
-    local task, box, cb = start("write")
-    local n, err, code = finish(task, box, C.write(file, data, offset, cb))
+    local n, err, code = await("aio.fs.write", start.write, nil, nil, file,
+      data, offset)
     if not n then return nil, err, code end
     done = done + n
     if done >= total or n == 0 then break end
@@ -149,186 +151,19 @@ end
 --- Closes a File (or a file descriptor) without waiting: a synchronous
 --- close(2) on the loop thread. A File that a request still uses (a task
 --- was cancelled during a read, say) is closed when that request ends.
---- Closing a File twice does nothing. Returns true.
----@param file synchro.fs.File|integer
----@return true|nil ok
----@return string? err
----@return string? code
 function fs.close(file)
   local ok, err, code = C.close(file)
   return ok, err, code
 end
 
---- The metadata of an open file: see fs.stat.
----@param file synchro.fs.File|integer
----@return table|nil stat
----@return string? err
----@return string? code
-function fs.fstat(file)
-  local task, box, cb = start("fstat")
-  return finish(task, box, C.fstat(file, cb))
-end
-
---- Flushes the file's data and metadata to the disk. Returns true.
----@param file synchro.fs.File|integer
----@return true|nil ok
----@return string? err
----@return string? code
-function fs.fsync(file)
-  local task, box, cb = start("fsync")
-  return finish(task, box, C.fsync(file, cb))
-end
-
---- Cuts (or extends with zeros) the file to length bytes (default 0).
----@param file synchro.fs.File|integer
----@param length? integer
----@return true|nil ok
----@return string? err
----@return string? code
-function fs.ftruncate(file, length)
-  local task, box, cb = start("ftruncate")
-  return finish(task, box, C.truncate(file, length, cb))
-end
-
---- file:read(n [, offset]): see fs.read.
+---@class synchro.fs.File
+local File = core.fs_file_methods
 File.read = fs.read
---- file:write(data [, offset]): see fs.write.
 File.write = fs.write
---- file:stat(): see fs.fstat.
 File.stat = fs.fstat
---- file:sync(): see fs.fsync.
 File.sync = fs.fsync
---- file:truncate([length]): see fs.ftruncate.
 File.truncate = fs.ftruncate
 -- file:close() and file:fileno() (the fd, nil once closed) are in C.
-
--- Paths -------------------------------------------------------------------
-
---- A path's metadata, following symbolic links: a table with type
---- ("file", "directory", "link", "fifo", "socket", "char", "block" or
---- "unknown"), size, mode (st_mode), perm (mode's permission bits), ino,
---- dev, rdev, nlink, uid, gid, blksize, blocks, and atime, mtime, ctime,
---- birthtime (seconds since the epoch, floats).
----@param path string
----@return table|nil stat
----@return string? err
----@return string? code
-function fs.stat(path)
-  local task, box, cb = start("stat")
-  return finish(task, box, C.stat(path, cb))
-end
-
---- Like stat, but a symbolic link describes itself (type "link").
----@param path string
----@return table|nil stat
----@return string? err
----@return string? code
-function fs.lstat(path)
-  local task, box, cb = start("lstat")
-  return finish(task, box, C.lstat(path, cb))
-end
-
---- The entries of a directory (without "." and ".."), as an array of
---- { name =, type = } (types as in stat).
----@param path string
----@return table[]|nil entries
----@return string? err
----@return string? code
-function fs.scandir(path)
-  local task, box, cb = start("scandir")
-  return finish(task, box, C.scandir(path, cb))
-end
---- Same as fs.scandir.
-fs.readdir = fs.scandir
-
---- Creates a directory with permission bits mode (default octal 777, less
---- the umask). Returns true.
----@param path string
----@param mode? integer|string
----@return true|nil ok
----@return string? err
----@return string? code
-function fs.mkdir(path, mode)
-  mode = perm(mode, 2, "mkdir")
-  local task, box, cb = start("mkdir")
-  return finish(task, box, C.mkdir(path, mode, cb))
-end
-
---- Removes an empty directory. Returns true.
----@param path string
----@return true|nil ok
----@return string? err
----@return string? code
-function fs.rmdir(path)
-  local task, box, cb = start("rmdir")
-  return finish(task, box, C.rmdir(path, cb))
-end
-
---- Removes a file (or a symbolic link). Returns true.
----@param path string
----@return true|nil ok
----@return string? err
----@return string? code
-function fs.unlink(path)
-  local task, box, cb = start("unlink")
-  return finish(task, box, C.unlink(path, cb))
-end
-
---- Renames (moves) from to to, replacing to if it exists. Returns true.
----@param from string
----@param to string
----@return true|nil ok
----@return string? err
----@return string? code
-function fs.rename(from, to)
-  local task, box, cb = start("rename")
-  return finish(task, box, C.rename(from, to, cb))
-end
-
---- The canonical absolute path (symbolic links resolved).
----@param path string
----@return string|nil path
----@return string? err
----@return string? code
-function fs.realpath(path)
-  local task, box, cb = start("realpath")
-  return finish(task, box, C.realpath(path, cb))
-end
-
---- The target of a symbolic link.
----@param path string
----@return string|nil target
----@return string? err
----@return string? code
-function fs.readlink(path)
-  local task, box, cb = start("readlink")
-  return finish(task, box, C.readlink(path, cb))
-end
-
---- Creates a symbolic link at path pointing to target. Returns true.
----@param target string
----@param path string
----@return true|nil ok
----@return string? err
----@return string? code
-function fs.symlink(target, path)
-  local task, box, cb = start("symlink")
-  return finish(task, box, C.symlink(target, path, cb))
-end
-
---- Creates a new directory with a unique name that starts with prefix
---- (six random characters are appended, unless prefix already ends with
---- "XXXXXX", which they replace) and returns its path.
----@param prefix string
----@return string|nil path
----@return string? err
----@return string? code
-function fs.mkdtemp(prefix)
-  check_string(prefix, 1, "mkdtemp")
-  if prefix:sub(-6) ~= "XXXXXX" then prefix = prefix .. "XXXXXX" end
-  local task, box, cb = start("mkdtemp")
-  return finish(task, box, C.mkdtemp(prefix, cb))
-end
 
 -- Whole files -------------------------------------------------------------
 
@@ -475,13 +310,7 @@ function Watch:__call()
 end
 
 --- Stops watching; a waiting task gets nil. Safe to call twice.
-function Watch:close()
-  if self.handle then
-    self.handle:close()
-    self.handle = nil
-    self.q:close()
-  end
-end
-Watch.__close = Watch.close
+Watch.close = request.close_handle
+Watch.__close = request.close_handle
 
 return fs

@@ -80,14 +80,8 @@ end
 
 --- Stops watching (the signal's default action returns); a waiting task
 --- gets nil. Safe to call twice.
-function Signal:close()
-  if self.handle then
-    self.handle:close()
-    self.handle = nil
-    self.q:close()
-  end
-end
-Signal.__close = Signal.close
-Signal.__gc = Signal.close
+Signal.close = request.close_handle
+Signal.__close = request.close_handle
+Signal.__gc = request.close_handle
 
 return M

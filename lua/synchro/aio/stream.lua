@@ -8,6 +8,7 @@
 --- buffered data in place; a cancelled write is still written, in order.
 local sched = require "synchro.sched"
 local check = require "synchro.check"
+local await = require("synchro.aio.request").await
 
 local concat = table.concat
 local type, tostring, setmetatable, getmetatable, error, pairs =
@@ -124,22 +125,6 @@ local function on_read(self, data, msg, code)
   if self.reader == nil then stop_reading(self) end
 end
 
--- Completions of queued writes, in the order the writes were queued.
-local function on_write(self, ok, msg, code)
-  local q = self.writes
-  local head = q.head
-  local entry = q[head]
-  q[head] = nil
-  if head == q.tail then
-    q.head, q.tail = 1, 0
-  else
-    q.head = head + 1
-  end
-  entry.ok, entry.msg, entry.code = ok, msg, code
-  local task = entry.task
-  if task then task.sched:wake(task, entry.token) end
-end
-
 --- Makes a buffered stream on `h`, a stream object of synchro.core (TCP,
 --- pipe or TTY) or anything with the same methods (TLS). `class` is
 --- Stream or a subclass made with stream.class(); `opts.readable` and
@@ -157,13 +142,9 @@ function M.new(h, class, opts)
     chunks = {}, first = 1, last = 0, size = 0,
     reading = false, eof = false, closed = false,
     readable = opts.readable ~= false, writable = opts.writable ~= false,
-    writes = { head = 1, tail = 0 },
   }, class or Stream)
   self.on_read = function(data, msg, code)
     return on_read(self, data, msg, code)
-  end
-  self.on_write = function(ok, msg, code)
-    return on_write(self, ok, msg, code)
   end
   self.cancel_read = function()
     self.reader = nil
@@ -381,6 +362,17 @@ end
 ---@return integer
 function Stream:buffered() return self.size end
 
+-- Starters for request.await (not tail calls, so that argument errors
+-- name the method).
+local function start_write(cb, h, data)
+  local r, m, c = h:write(data, cb)
+  return r, m, c
+end
+local function start_shutdown(cb, h)
+  local r, m, c = h:shutdown(cb)
+  return r, m, c
+end
+
 --- Writes `data`; returns once all of it is written (to the kernel), so a
 --- slow reader slows the writer down. Returns true, or nil, "EPIPE: ...",
 --- "EPIPE". If the task is cancelled while it waits, the data is still
@@ -397,19 +389,8 @@ function Stream:write(data)
   elseif t ~= "string" then
     argerror(1, "write", "string expected, got " .. t)
   end
-  local done, msg, code = self.h:write(data, self.on_write)
-  if done then return true end
-  if done == nil then return nil, msg, code end
-  -- queued: its completion comes through on_write, in order
-  local q = self.writes
-  local entry = {}
-  local tail = q.tail + 1
-  q.tail = tail
-  q[tail] = entry
-  local task, token = sched.prepare("write")
-  entry.task, entry.token = task, token
-  sched.suspend(task)
-  return entry.ok, entry.msg, entry.code
+  -- true (written at once), nil, msg, code, or a queued write awaited
+  return await("write", start_write, nil, nil, self.h, data)
 end
 
 --- Shuts the write side down (the peer reads the end of the stream) once
@@ -419,15 +400,7 @@ end
 ---@return string|nil code
 function Stream:shutdown()
   check_stream(self, "shutdown", "write")
-  local task, token = sched.prepare("shutdown")
-  local ok, msg, code
-  local started, m, c = self.h:shutdown(function(x, y, z)
-    ok, msg, code = x, y, z
-    task.sched:wake(task, token)
-  end)
-  if not started then return nil, m, c end
-  sched.suspend(task)
-  return ok, msg, code
+  return await("shutdown", start_shutdown, nil, nil, self.h)
 end
 
 --- Closes the stream at once (never waits). A task waiting to read gets
@@ -481,13 +454,18 @@ end
 local Tty = M.class({})
 M.Tty = Tty
 
---- Turns raw mode on (true: bytes arrive as typed, no echo) or off.
+--- Turns raw mode on (true: bytes arrive as typed, no echo, Ctrl-C is
+--- the byte "\3" rather than SIGINT) or off. Closing the stream (or its
+--- synchronizer, or the process's exit) restores the mode.
 ---@param raw boolean
 ---@return true|nil
 ---@return string|nil message
 ---@return string|nil code
 function Tty:set_raw(raw)
   check_stream(self, "set_raw")
+  if type(raw) ~= "boolean" then
+    argerror(1, "set_raw", "boolean expected, got " .. type(raw))
+  end
   return self.h:set_mode(raw)
 end
 

@@ -7,8 +7,9 @@
 local core = require "synchro.core"
 local sched = require "synchro.sched"
 local dns = require "synchro.aio.dns"
+local request = require "synchro.aio.request"
 
-local ypcall, yxpcall = sched.yieldable_pcalls()
+local _, yxpcall = sched.yieldable_pcalls()
 local traceback = debug.traceback
 local type, tostring, setmetatable, getmetatable, error =
   type, tostring, setmetatable, getmetatable, error
@@ -81,24 +82,19 @@ end
 
 -- Connecting --------------------------------------------------------------
 
+local function start_connect(cb, h, a)
+  local r, m, c = h:connect(a.addr, a.port, cb)
+  return r, m, c
+end
+
+-- A cancelled connect closes its handle (libuv then ends the connect),
+-- as does one that succeeded for a task cancelled before it ran again.
 local function connect_one(a)
-  local task, token = sched.prepare("aio.tcp.connect")
-  local sch = task.sched
+  sched.task("aio.tcp.connect") -- before a handle is made
   local h = core.tcp_new()
-  local ok, msg, code
-  local started, m, c = h:connect(a.addr, a.port, function(x, y, z)
-    ok, msg, code = x, y, z
-    sch:wake(task, token)
-  end)
-  if not started then
-    h:close()
-    return nil, m, c
-  end
-  local waited, err = ypcall(sched.suspend, task, function() h:close() end)
-  if not waited then
-    h:close()
-    error(err, 0)
-  end
+  local function close() h:close() end
+  local ok, msg, code = request.await("aio.tcp.connect", start_connect,
+    close, close, h, a)
   if not ok then
     h:close()
     return nil, msg, code

@@ -5,6 +5,7 @@
 local core = require "synchro.core"
 local sched = require "synchro.sched"
 local dns = require "synchro.aio.dns"
+local await = require("synchro.aio.request").await
 
 local udp = {}
 
@@ -42,30 +43,13 @@ local function on_recv(self, data, addr, port)
   if self.receiver == nil then stop_receiving(self) end
 end
 
-local function on_send(self, ok, msg, code)
-  local q = self.sends
-  local head = q.head
-  local entry = q[head]
-  q[head] = nil
-  if head == q.tail then
-    q.head, q.tail = 1, 0
-  else
-    q.head = head + 1
-  end
-  entry.ok, entry.msg, entry.code = ok, msg, code
-  if entry.task then entry.task.sched:wake(entry.task, entry.token) end
-end
-
 local function new_socket(h, family)
   local self = setmetatable({
     h = h, family = family, closed = false, receiving = false,
-    queue = { head = 1, tail = 0 }, sends = { head = 1, tail = 0 },
+    queue = { head = 1, tail = 0 },
   }, Socket)
   self.on_recv = function(data, addr, port)
     return on_recv(self, data, addr, port)
-  end
-  self.on_send = function(ok, msg, code)
-    return on_send(self, ok, msg, code)
   end
   self.cancel_recv = function()
     self.receiver = nil
@@ -106,6 +90,11 @@ local function check_socket(self, name)
   if self.closed then argerror(1, name, "socket is closed", 3) end
 end
 
+local function start_send(cb, h, data, addr, port)
+  local r, m, c = h:send(data, addr, port, cb) -- not a tail call: errors
+  return r, m, c                              -- name 'send'
+end
+
 --- Sends one datagram to `host` and `port`; returns once it is sent:
 --- true, or nil, msg, code.
 ---@param data string
@@ -129,19 +118,8 @@ function Socket:send(data, host, port)
       break
     end
   end
-  local done
-  done, msg, code = self.h:send(data, addr.addr, port, self.on_send)
-  if done then return true end
-  if done == nil then return nil, msg, code end
-  local q = self.sends
-  local entry = {}
-  local tail = q.tail + 1
-  q.tail = tail
-  q[tail] = entry
-  local task, token = sched.prepare("send")
-  entry.task, entry.token = task, token
-  sched.suspend(task)
-  return entry.ok, entry.msg, entry.code
+  -- true (sent at once), nil, msg, code, or a queued send awaited
+  return await("send", start_send, nil, nil, self.h, data, addr.addr, port)
 end
 
 --- Waits for the next datagram: returns data, addr, port; or nil, msg,

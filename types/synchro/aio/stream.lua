@@ -95,7 +95,9 @@ function Stream:shutdown() end
 ---@return boolean
 function Stream:is_closed() end
 
---- Turns raw mode on (true: bytes arrive as typed, no echo) or off.
+--- Turns raw mode on (true: bytes arrive as typed, no echo, Ctrl-C is
+--- the byte "\3" rather than SIGINT) or off. Closing the stream (or its
+--- synchronizer, or the process's exit) restores the mode.
 ---@param raw boolean
 ---@return true|nil
 ---@return string|nil message
