@@ -25,6 +25,8 @@ demo: deps
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) examples/quickstart.lua
 	@echo
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) examples/http_demo.lua
+	@echo
+	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) examples/pipeline/demo.lua
 
 test: build
 	@tools/test.sh $(LUAS)

@@ -123,6 +123,11 @@ static int pg_close(lua_State *L) {
   return 0;
 }
 
+static void ignore_notice(void *arg, const char *message) {
+  (void)arg;
+  (void)message;
+}
+
 /* core.pg_connect_start(conninfo) -> conn | nil, message */
 static int pg_connect_start(lua_State *L) {
   synchro_t *S = synchro__loop_of(L);
@@ -141,6 +146,9 @@ static int pg_connect_start(lua_State *L) {
   box->pg = pg;
   if (pg->conn == NULL)
     return luaL_error(L, "not enough memory");
+  /* libpq prints a server's notices ("relation already exists,
+   * skipping") on stderr by default; a library must not */
+  PQsetNoticeProcessor(pg->conn, ignore_notice, NULL);
   if (PQstatus(pg->conn) == CONNECTION_BAD) {
     push_conn_error(L, pg->conn);
     release(pg, L);
