@@ -586,11 +586,13 @@ function M.yieldable_pcalls()
     return finish(co, handler, co_resume(co, co_yield(...)))
   end
   local function ypcall_impl(handler, fn, ...)
-    if type(fn) ~= "function" then -- a callable table or userdata
+    -- a callable table or userdata, or a C function (pcall(require, m)):
+    -- 5.1's coroutines run Lua functions only
+    local made, co = pcall(co_create, fn)
+    if not made then
       local callable = fn
-      fn = function(...) return callable(...) end
+      co = co_create(function(...) return callable(...) end)
     end
-    local co = co_create(fn)
     M.children[co] = M.current
     return finish(co, handler, co_resume(co, ...))
   end
