@@ -305,8 +305,12 @@ local function perform(name, opts, n, defaults, release)
   else
     wait(st, t, function() return st.done end, name)
   end
+  -- a stream whose headers came has a response even if its body then
+  -- failed (read() reports that), however fast the failure came
   local ok, msg, code = true, nil, nil
-  if st.done then ok, msg, code = t:result() end
+  if st.done and not (o.stream and st.headers) then
+    ok, msg, code = t:result()
+  end
   if not ok then
     t:close()
     return nil, msg, code
