@@ -797,7 +797,7 @@ void synchro__http_register(lua_State *L) {
   lua_setfield(L, -2, "http_curl_version");
 }
 
-#else /* built without libcurl: synchro.aio.http says what to install */
+#else /* built without libcurl: check.built_with in synchro.aio.http says so */
 
 void synchro__http_register(lua_State *L) { (void)L; }
 

@@ -668,10 +668,7 @@ static int pg_cancel(lua_State *L) {
   return 1;
 }
 
-#endif /* SYNCHRO_HAVE_PQ */
-
 void synchro__pg_register(lua_State *L) {
-#ifdef SYNCHRO_HAVE_PQ
   static const luaL_Reg methods[] = {
       {"connect_poll", pg_connect_poll},
       {"wait", pg_wait},
@@ -717,7 +714,10 @@ void synchro__pg_register(lua_State *L) {
   lua_setfield(L, -2, "pg_connect_start");
   lua_pushinteger(L, PQlibVersion());
   lua_setfield(L, -2, "pg_lib_version");
-#else
-  (void)L;
-#endif
 }
+
+#else /* built without libpq: check.built_with in synchro.aio.pg says so */
+
+void synchro__pg_register(lua_State *L) { (void)L; }
+
+#endif

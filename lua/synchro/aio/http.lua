@@ -11,12 +11,10 @@
 --- else curl's `CURLE_*` name); misuse raises. Cancellation removes the
 --- transfer from curl at once.
 local core = require "synchro.core"
-if core.http_request == nil then
-  error("synchro.aio.http is not available: synchro was built without " ..
-    "libcurl (install libcurl4-openssl-dev on Debian, then rebuild)", 2)
-end
-local sched = require "synchro.sched"
 local check = require "synchro.check"
+check.built_with(core.http_request, "synchro.aio.http", "libcurl",
+  "libcurl4-openssl-dev")
+local sched = require "synchro.sched"
 local response = require "synchro.http_response"
 
 local ypcall = sched.yieldable_pcalls()
