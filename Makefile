@@ -39,6 +39,7 @@ check-sanitize: deps
 	@tools/sanitize.sh
 
 bench: deps
+	@tools/deps.sh bench
 	@$(MAKE) --no-print-directory $(BUILD)/$(LUA)/.built
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/roundtrip.lua
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/tcp_echo.lua
