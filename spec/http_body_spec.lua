@@ -99,7 +99,9 @@ describe("synchro.aio.http bodies", function()
     os.execute("rm -rf " .. dir)
   end)
 
-  local function url(path) return ("http://127.0.0.1:%d%s"):format(port, path) end
+  local function url(path)
+    return ("http://127.0.0.1:%d%s"):format(port, path)
+  end
   local server_state = function() return S:wrap(function()
     local st = _G.body_spec
     return { written = st.written, hold_closed = st.hold_closed }

@@ -145,9 +145,16 @@ function M.save(conninfo, rows)
   return n, m, c
 end
 
+---@class pipeline.Config
+---@field api string the list's URL
+---@field dir string where the files go
+---@field conninfo string|table the database
+---@field cafile string? the CA that signed the API's certificate
+---@field concurrency integer? downloads at once (default 20)
+
 --- The whole pipeline: the list at `api`, its files into `dir`, their rows
 --- into `conninfo`. Returns { files =, bytes =, saved = }.
----@param config {api: string, dir: string, conninfo: string|table, cafile: string?, concurrency: integer?}
+---@param config pipeline.Config
 ---@param progress (fun(done: integer, total: integer, bytes: integer))|nil
 ---@return table|nil summary
 ---@return string|nil message

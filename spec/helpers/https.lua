@@ -11,7 +11,9 @@
 local M = {}
 
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
-if here:sub(1, 1) ~= "/" then here = (os.getenv("PWD") or ".") .. "/" .. here end
+if here:sub(1, 1) ~= "/" then
+  here = (os.getenv("PWD") or ".") .. "/" .. here
+end
 local FIXTURE = here .. "/../fixtures/https_server.py"
 
 local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end

@@ -820,7 +820,7 @@ void synchro__http_register(lua_State *L) {
   lua_setfield(L, -2, "http_curl_version");
 }
 
-#else /* built without libcurl: check.built_with in synchro.aio.http says so */
+#else /* built without libcurl: synchro.aio.http says so (check.built_with) */
 
 void synchro__http_register(lua_State *L) { (void)L; }
 

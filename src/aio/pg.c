@@ -716,7 +716,7 @@ void synchro__pg_register(lua_State *L) {
   lua_setfield(L, -2, "pg_lib_version");
 }
 
-#else /* built without libpq: check.built_with in synchro.aio.pg says so */
+#else /* built without libpq: synchro.aio.pg says so (check.built_with) */
 
 void synchro__pg_register(lua_State *L) { (void)L; }
 
