@@ -97,6 +97,20 @@ describe("the pipeline example", function()
       assert.matches("TLS certificate verification failed", err, 1, true)
     end)
 
+  it("refuses a list whose file names leave the directory", function()
+    if not s then
+      pending("servers cannot run here: " .. tostring(why))
+      return
+    end
+    local list, msg, code = S:wrap(function(api, cafile)
+      package.path = "examples/?.lua;" .. package.path
+      return require("pipeline.impl").fetch_list(api, { cafile = cafile })
+    end)(s.evil_api, s.cafile)
+    assert.is_nil(list)
+    assert.are.equal("EBADJSON", code)
+    assert.matches("entry 1 of", msg, 1, true)
+  end)
+
   it("saves nothing when a row fails: one transaction", function()
     if not s then
       pending("servers cannot run here: " .. tostring(why))

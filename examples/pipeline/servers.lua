@@ -32,7 +32,8 @@ local function content(i)
 end
 
 --- Makes n files and the list, starts both servers. Returns { api,
---- cafile, conninfo, files = { [name] = content }, names } with :stop(),
+--- evil_api (a list whose name leaves the directory), cafile, conninfo,
+--- files = { [name] = content }, names } with :stop(),
 --- or nil and why the servers cannot run here.
 ---@param n integer|nil default 20
 ---@return table|nil
@@ -52,6 +53,9 @@ function M.start(n)
   end
   write(root .. "/api/files.json", "[" .. table.concat(entries, ",\n") ..
     "]\n")
+  -- a list that tries to write outside the download directory
+  write(root .. "/api/evil.json",
+    '[{"name": "../evil.txt", "url": "/files/file-01.txt"}]\n')
   local web, why = https.start(root)
   if not web then
     os.execute("rm -rf " .. root)
@@ -64,7 +68,8 @@ function M.start(n)
     os.execute("rm -rf " .. root)
     return nil, why
   end
-  local s = { api = web.url .. "/api/files.json", cafile = web.cafile,
+  local s = { api = web.url .. "/api/files.json",
+    evil_api = web.url .. "/api/evil.json", cafile = web.cafile,
     conninfo = db.conninfo, files = files, names = names, web = web,
     db = db }
   function s.stop(self)
