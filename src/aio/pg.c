@@ -8,7 +8,10 @@
  * that libpq may close its socket and open another with the same number
  * while connecting (several hosts) without a stale epoll registration. A
  * new socket gets a new handle. Handles live outside the userdata, since
- * libuv needs them until their close callback.
+ * libuv needs them until their close callback. (Not aio.poll's shared
+ * handle: closing a connection must stop and close its handle before
+ * PQfinish closes the socket, at once, whichever task is waiting; an
+ * aio.poll waiter lets go of its handle only when it resumes.)
  *
  * A cancel request (PQcancel) blocks until the server has answered, so it
  * runs on a small detached thread that wakes the loop with a uv_async_t
