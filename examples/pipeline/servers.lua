@@ -10,9 +10,11 @@
 --   ... s.api, s.cafile, s.conninfo, s.files[name] (its content) ...
 --   s:stop()
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local saved_path = package.path
 package.path = here .. "/../../?.lua;" .. package.path -- spec.helpers
 local https = require "spec.helpers.https"
 local pgserver = require "spec.helpers.pg"
+package.path = saved_path
 
 local M = {}
 
