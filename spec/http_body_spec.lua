@@ -134,9 +134,18 @@ describe("synchro.aio.http bodies", function()
         local st = _G.body_spec
         local r = assert(http.request({ url = u, stream = true }))
         local n = #assert(r:read())
-        aio.sleep(0.5) -- the reader dawdles: curl fills up and pauses
+        -- the reader dawdles: curl fills up and pauses, the socket
+        -- buffers fill, the server's writes block (waited for until its
+        -- count stands still, however loaded the machine is)
+        local last, still = -1, 0
+        for _ = 1, 100 do
+          aio.sleep(0.05)
+          if st.written == last then still = still + 1 else still = 0 end
+          last = st.written
+          if still >= 4 then break end
+        end
         local out = { buffered = r._t:buffered(), written = st.written }
-        aio.sleep(0.5)
+        aio.sleep(0.3)
         out.written_later = st.written
         out.buffered_later = r._t:buffered()
         while true do
