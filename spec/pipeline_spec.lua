@@ -116,6 +116,30 @@ describe("the pipeline example", function()
     assert.matches("entry 1 of", msg, 1, true)
   end)
 
+  it("returns nil, msg, code for a missing directory and a database " ..
+    "that is down", function()
+      if not s then
+        pending("servers cannot run here: " .. tostring(why))
+        return
+      end
+      local res = S:wrap(function(api, cafile)
+        package.path = "examples/?.lua;" .. package.path
+        local impl = require "pipeline.impl"
+        local list = assert(impl.fetch_list(api, { cafile = cafile }))
+        local out = {}
+        out.dir = { impl.download_all(list, "/nonexistent/dir",
+          { cafile = cafile }) }
+        out.db = { impl.save("host=127.0.0.1 port=1 user=x dbname=x", {}) }
+        out.transfers = require("synchro.aio.http").transfers()
+        return out
+      end)(s.api, s.cafile)
+      assert.is_nil(res.dir[1])
+      assert.are.equal("ENOENT", res.dir[3], res.dir[2])
+      assert.is_nil(res.db[1])
+      assert.are.equal("08001", res.db[3], res.db[2])
+      assert.are.equal(0, res.transfers) -- the other downloads were stopped
+    end)
+
   it("saves nothing when a row fails: one transaction", function()
     if not s then
       pending("servers cannot run here: " .. tostring(why))
