@@ -44,6 +44,7 @@ bench: deps
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/roundtrip.lua
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/tcp_echo.lua
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/http.lua
+	@bench/instructions.sh $(LUA)
 
 # synchro-0.1.0-1.src.rock from the checkout (luarocks install ./... offline)
 dist:

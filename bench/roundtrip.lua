@@ -165,6 +165,26 @@ do
   end
 end
 
+-- 6. The floor: bench/handoff.c (two threads handing off one coroutine
+-- resume per call), built beside the module as bench-handoff.
+do
+  local dir = package.cpath:match("^([^;]*)/lua/%?%.so")
+  local exe = dir and dir .. "/bench-handoff"
+  local p = exe and io.open(exe) and io.popen(("%q %d"):format(exe,
+    BLOCKING_SAMPLES))
+  local line = p and p:read("*l")
+  if p then p:close() end
+  local p50, p99 = (line or ""):match("^handoff (%S+) (%S+)")
+  if p50 then
+    row("bare hand-off (bench/handoff.c), p50", tonumber(p50), "µs")
+    row("bare hand-off, p99", tonumber(p99), "µs")
+    row("ratio synchro blocking p50 / hand-off p50",
+      rows.blocking_p50 / tonumber(p50), "x", "<= 3 x")
+  else
+    row("bare hand-off", 0 / 0, "", "(build bench-handoff: make build)")
+  end
+end
+
 -- Pads s to width columns (UTF-8 aware: "µ" is two bytes, one column).
 local function pad(s, width, right)
   local cols = #s - select(2, s:gsub("[\128-\191]", ""))

@@ -273,6 +273,37 @@ describe("misuse errors", function()
     return tostring(err)
   end
 
+  it("regression: core.reply from async code cannot forge or repeat a " ..
+     "reply (a key, not a pointer, names the call)", function()
+      local T = synchro.new({ name = "errors-reply" })
+      local forge = T:wrap(function()
+        local core = require "synchro.core"
+        local errs = {}
+        for _, key in ipairs({ 0, -1, 1.5, 0 / 0, 2 ^ 40, 2 ^ 53, "x", {},
+                               io.stdout, true }) do
+          local ok, err = pcall(core.reply, key, true, "forged")
+          errs[#errs + 1] = not ok and tostring(err):match("no call in " ..
+            "progress") and "ok" or "reply went through"
+        end
+        return table.concat(errs, " ")
+      end)
+      assert.are.equal(("ok "):rep(9) .. "ok", forge())
+      -- the first call of a fresh loop has the first key: replying to it
+      -- from inside completes that call once; the runtime's own reply
+      -- afterwards is refused and reported, and nothing breaks
+      local U = synchro.new({ name = "errors-reply-own" })
+      local own = U:wrap(function(key)
+        local core = require "synchro.core"
+        core.reply(key, true, "early")
+        return "late"
+      end)
+      assert.are.equal("early", own(2 ^ 24 + 1))
+      local echo = U:wrap(function(...) return ... end)
+      assert.are.same({ 1, 2 }, { echo(1, 2) })
+      U:close()
+      T:close()
+    end)
+
   it("regression: point at the user's line, not at synchro's files",
     function()
       local here = "^[^\n]*errors_spec%.lua:%d+: "

@@ -64,6 +64,36 @@ describe("no hang", function()
       os.remove(marker)
     end)
 
+  for _, shielded in ipairs({ "spins", "sleeps" }) do
+    it("regression: a task cancelled while a shield " .. shielded ..
+       " gets the cancellation when the shield ends, though it then never " ..
+       "yields (not at the grace)", function()
+        local S = synchro.new({ slow = 0, grace = 30 })
+        local marker = util.tmpname()
+        local fn = assert((loadstring or load)(([[
+          local path, shielded = ...
+          local aio = require "synchro.aio"
+          aio.shield(function()
+            if shielded == "sleeps" then aio.sleep(0.3) return end
+            local t = os.clock() + 0.3
+            while os.clock() < t do end
+          end)
+        ]] .. SPIN):format()))
+        local f = S:wrap(fn, { timeout = 0.1 })
+        local t0 = util.now()
+        local r, msg = f(marker, shielded)
+        local dt = util.now() - t0
+        assert.is_nil(r)
+        assert.matches("^ETIMEDOUT", msg)
+        -- the grace is 30 s: well under it means the shield's end did it
+        assert.is_true(dt < 10, "took " .. dt .. " s")
+        assert.are.equal("cleaned: ECANCELED: task cancelled",
+          util.read(marker))
+        S:close()
+        os.remove(marker)
+      end)
+  end
+
   it("S:close(grace) cancels a CPU-bound task and returns within the grace",
     function()
       local S = synchro.new({ slow = 0 })

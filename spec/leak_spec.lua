@@ -35,7 +35,6 @@ describe("wrapped functions are released", function()
         local a, b = f(1)
         assert(a == i + 1 and b == 100, "wrong result")
       end
-      local t0 = os.time()
       for i = 1, WARMUP do cycle(i) end
       full_gc()
       local user0 = collectgarbage("count")
@@ -44,7 +43,6 @@ describe("wrapped functions are released", function()
       full_gc()
       local user1 = collectgarbage("count")
       local loop1, nfns = probe()
-      assert.is_true(os.time() - t0 < HANG, "took too long")
       assert.is_true(user1 - user0 < BOUND_KB,
         ("user VM grew by %.0f KB"):format(user1 - user0))
       assert.is_true(loop1 - loop0 < BOUND_KB,

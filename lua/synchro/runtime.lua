@@ -7,7 +7,7 @@ local sched = require "synchro.sched"
 local R = {}
 
 local backend = { timer = core.timer, now = core.now, waiting = {},
-  watch = core.watch }
+  watch = core.watch, rearm_watch = core.rearm_watch }
 local loop = sched.new(backend)
 -- Futures of other synchronizers that this loop's tasks await complete
 -- into the loop's notifier, which wakes the loop to take them.

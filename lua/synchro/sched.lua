@@ -383,6 +383,12 @@ function M.shield(fn, ...)
   task.shield = task.shield + 1
   local r = pack(ypcall(fn, ...))
   task.shield = task.shield - 1
+  if task.shield == 0 and task.cancelled and not task.cancel_delivered then
+    -- cancelled while shielded: a task that now runs without waiting
+    -- gets it from the watch hook (a wait raises it anyway)
+    local rearm = task.sched.backend.rearm_watch
+    if rearm then rearm() end
+  end
   if not r[1] then error(r[2], 0) end
   return unpack(r, 2, r.n)
 end
@@ -586,8 +592,9 @@ function M.yieldable_pcalls()
     return finish(co, handler, co_resume(co, co_yield(...)))
   end
   local function ypcall_impl(handler, fn, ...)
-    -- a callable table or userdata, or a C function (pcall(require, m)):
-    -- 5.1's coroutines run Lua functions only
+    -- a C function (5.1 makes no coroutine of one), a callable table or
+    -- userdata, or something that raises when called: a Lua closure
+    -- calls it
     local made, co = pcall(co_create, fn)
     if not made then
       local callable = fn

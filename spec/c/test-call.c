@@ -87,7 +87,7 @@ static void test_complete_from_thread(void) {
     c.delay_ms = i % 2 == 0 ? 0 : 80; /* while spinning, or parked */
     synchro__call_ref(c.call);
     CHECK_EQ_INT(uv_thread_create(&t, complete_later, &c), 0);
-    CHECK_EQ_INT(synchro__event_wait(&c.call->done, WAIT_LONG, NULL, NULL), 0);
+    CHECK_EQ_INT(synchro__event_wait(&c.call->done, WAIT_LONG, NULL, NULL, NULL), 0);
     /* status and reply were written before done was set */
     CHECK_EQ_INT(c.call->status, statuses[i]);
     CHECK_EQ_INT(c.call->reply.len, 7);
@@ -327,10 +327,10 @@ static void test_complete_races(void) {
     CHECK_EQ_INT(synchro__mailbox_push(&fl.mb, &call->msg), 0);
     if (i % 3 == 0) {
       /* plain waiter; the loop may still be inside complete */
-      CHECK_EQ_INT(synchro__event_wait(&call->done, WAIT_LONG, NULL, NULL), 0);
+      CHECK_EQ_INT(synchro__event_wait(&call->done, WAIT_LONG, NULL, NULL, NULL), 0);
     } else {
       CHECK_EQ_INT(synchro__call_listen(call, n), 0);
-      CHECK_EQ_INT(synchro__event_wait(&n->ready, WAIT_LONG, NULL, NULL), 0);
+      CHECK_EQ_INT(synchro__event_wait(&n->ready, WAIT_LONG, NULL, NULL, NULL), 0);
       synchro__event_reset(&n->ready);
       got = synchro__notifier_take(n);
       CHECK(got == call); /* exactly once, and only this one */

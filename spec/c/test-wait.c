@@ -37,18 +37,20 @@ static void test_set_before_wait(void) {
   CHECK(!synchro__event_is_set(&ev));
   synchro__event_set(&ev);
   CHECK(synchro__event_is_set(&ev));
-  CHECK_EQ_INT(synchro__event_wait(&ev, 0, NULL, NULL), 0);
-  CHECK_EQ_INT(synchro__event_wait(&ev, SYNCHRO_WAIT_FOREVER, NULL, NULL), 0);
+  CHECK_EQ_INT(synchro__event_wait(&ev, 0, NULL, NULL, NULL), 0);
+  CHECK_EQ_INT(synchro__event_wait(&ev, SYNCHRO_WAIT_FOREVER, NULL, NULL, NULL), 0);
   synchro__event_set(&ev); /* setting twice is harmless */
-  CHECK_EQ_INT(synchro__event_wait(&ev, 1.0, NULL, NULL), 0);
+  CHECK_EQ_INT(synchro__event_wait(&ev, 1.0, NULL, NULL, NULL), 0);
   synchro__event_reset(&ev);
   CHECK(!synchro__event_is_set(&ev));
-  CHECK_EQ_INT(synchro__event_wait(&ev, 0, NULL, NULL), SYNCHRO_ETIMEDOUT);
+  CHECK_EQ_INT(synchro__event_wait(&ev, 0, NULL, NULL, NULL), SYNCHRO_ETIMEDOUT);
 }
 
 /* The setter runs at once: the waiter usually still spins. */
 static void test_set_during_spin(void) {
   int i, rounds = scale(2000);
+  synchro_spin_t spin;
+  synchro__spin_init(&spin);
   for (i = 0; i < rounds; i++) {
     synchro_event_t ev;
     setter_t s;
@@ -57,10 +59,40 @@ static void test_set_during_spin(void) {
     memset(&s, 0, sizeof(s));
     s.ev = &ev;
     CHECK_EQ_INT(uv_thread_create(&t, set_later, &s), 0);
-    CHECK_EQ_INT(synchro__event_wait(&ev, WAIT_LONG, NULL, NULL), 0);
+    CHECK_EQ_INT(synchro__event_wait(&ev, WAIT_LONG, NULL, NULL, &spin), 0);
     CHECK(__atomic_load_n(&s.setting, __ATOMIC_ACQUIRE));
     uv_thread_join(&t);
   }
+}
+
+/* The spin's score: spins that run out turn spinning off (but for a probe
+ * in every 32 waits), spins that pay turn it back on; a wait with a
+ * spin that never pays still ends correctly. */
+static void test_spin_adapts(void) {
+  synchro_spin_t spin;
+  synchro_event_t ev;
+  int i, wanted = 0;
+  synchro__spin_init(&spin);
+  CHECK(synchro__spin_wanted(&spin));
+  CHECK(!synchro__spin_wanted(NULL));
+  for (i = 0; i < 8; i++)
+    synchro__spin_record(&spin, 0);
+  for (i = 0; i < 64; i++)
+    wanted += synchro__spin_wanted(&spin);
+  CHECK_EQ_INT(wanted, 2); /* the probes */
+  synchro__spin_record(&spin, 1);
+  synchro__spin_record(&spin, 1);
+  CHECK(synchro__spin_wanted(&spin));
+  for (i = 0; i < 20; i++)
+    synchro__spin_record(&spin, 1);
+  CHECK_EQ_INT((int)spin.score, (int)SYNCHRO_SPIN_MAX);
+  /* timeouts: each wait spins out (or parks at once) and times out */
+  memset(&ev, 0, sizeof(ev));
+  synchro__spin_init(&spin);
+  for (i = 0; i < 10; i++)
+    CHECK_EQ_INT(synchro__event_wait(&ev, 0.05, NULL, NULL, &spin),
+                 SYNCHRO_ETIMEDOUT);
+  CHECK(spin.score < 2);
 }
 
 /* Set long after the waiter parked, across several 50 ms slices. */
@@ -74,7 +106,7 @@ static void test_set_after_park(void) {
   s.ev = &ev;
   s.delay_ms = 130;
   CHECK_EQ_INT(uv_thread_create(&t, set_later, &s), 0);
-  CHECK_EQ_INT(synchro__event_wait(&ev, SYNCHRO_WAIT_FOREVER, NULL, NULL), 0);
+  CHECK_EQ_INT(synchro__event_wait(&ev, SYNCHRO_WAIT_FOREVER, NULL, NULL, NULL), 0);
   CHECK(__atomic_load_n(&s.setting, __ATOMIC_ACQUIRE)); /* not woken early */
   CHECK(synchro__now_ns() - start < HANG_NS);
   uv_thread_join(&t);
@@ -86,27 +118,27 @@ static void test_timeout(void) {
   uint64_t start, took;
   memset(&ev, 0, sizeof(ev));
   start = synchro__now_ns();
-  CHECK_EQ_INT(synchro__event_wait(&ev, 0, NULL, NULL), SYNCHRO_ETIMEDOUT);
+  CHECK_EQ_INT(synchro__event_wait(&ev, 0, NULL, NULL, NULL), SYNCHRO_ETIMEDOUT);
   CHECK(synchro__now_ns() - start < HANG_NS);
   /* Shorter than the spin, shorter than a slice, several slices; never
    * early (1 us of slack for the seconds-to-ns rounding). */
   start = synchro__now_ns();
-  CHECK_EQ_INT(synchro__event_wait(&ev, 0.000005, NULL, NULL),
+  CHECK_EQ_INT(synchro__event_wait(&ev, 0.000005, NULL, NULL, NULL),
                SYNCHRO_ETIMEDOUT);
   took = synchro__now_ns() - start;
   CHECK(took + 1000 >= 5000 && took < HANG_NS);
   start = synchro__now_ns();
-  CHECK_EQ_INT(synchro__event_wait(&ev, 0.01, NULL, NULL), SYNCHRO_ETIMEDOUT);
+  CHECK_EQ_INT(synchro__event_wait(&ev, 0.01, NULL, NULL, NULL), SYNCHRO_ETIMEDOUT);
   took = synchro__now_ns() - start;
   CHECK(took + 1000 >= 10000000ULL && took < HANG_NS);
   start = synchro__now_ns();
-  CHECK_EQ_INT(synchro__event_wait(&ev, 0.12, NULL, NULL), SYNCHRO_ETIMEDOUT);
+  CHECK_EQ_INT(synchro__event_wait(&ev, 0.12, NULL, NULL, NULL), SYNCHRO_ETIMEDOUT);
   took = synchro__now_ns() - start;
   CHECK(took + 1000 >= 120000000ULL && took < HANG_NS);
   CHECK(!synchro__event_is_set(&ev));
   /* The event still works after timed-out waits left its sleeper mark. */
   synchro__event_set(&ev);
-  CHECK_EQ_INT(synchro__event_wait(&ev, 0, NULL, NULL), 0);
+  CHECK_EQ_INT(synchro__event_wait(&ev, 0, NULL, NULL, NULL), 0);
 }
 
 /* A set that comes while a timed wait is parking still wins. */
@@ -119,7 +151,7 @@ static void test_set_before_timeout(void) {
   s.ev = &ev;
   s.delay_ms = 60;
   CHECK_EQ_INT(uv_thread_create(&t, set_later, &s), 0);
-  CHECK_EQ_INT(synchro__event_wait(&ev, WAIT_LONG, NULL, NULL), 0);
+  CHECK_EQ_INT(synchro__event_wait(&ev, WAIT_LONG, NULL, NULL, NULL), 0);
   CHECK(__atomic_load_n(&s.setting, __ATOMIC_ACQUIRE));
   uv_thread_join(&t);
 }
@@ -142,7 +174,7 @@ static void test_interrupt(void) {
   in.calls = 0;
   in.stop_at = 3;
   CHECK_EQ_INT(
-      synchro__event_wait(&ev, SYNCHRO_WAIT_FOREVER, interrupt_cb, &in),
+      synchro__event_wait(&ev, SYNCHRO_WAIT_FOREVER, interrupt_cb, &in, NULL),
       UV_EINTR);
   CHECK_EQ_INT(in.calls, 3); /* polled between slices, stopped at once */
   CHECK(synchro__now_ns() - start < HANG_NS);
@@ -151,7 +183,7 @@ static void test_interrupt(void) {
   /* An interrupt that never fires does not change a timeout... */
   in.calls = 0;
   in.stop_at = 1000000;
-  CHECK_EQ_INT(synchro__event_wait(&ev, 0.16, interrupt_cb, &in),
+  CHECK_EQ_INT(synchro__event_wait(&ev, 0.16, interrupt_cb, &in, NULL),
                SYNCHRO_ETIMEDOUT);
   CHECK(in.calls >= 1);
   /* ...nor a set event: it is not even asked. */
@@ -159,7 +191,7 @@ static void test_interrupt(void) {
   in.calls = 0;
   in.stop_at = 1;
   CHECK_EQ_INT(
-      synchro__event_wait(&ev, SYNCHRO_WAIT_FOREVER, interrupt_cb, &in), 0);
+      synchro__event_wait(&ev, SYNCHRO_WAIT_FOREVER, interrupt_cb, &in, NULL), 0);
   CHECK_EQ_INT(in.calls, 0);
 }
 
@@ -174,7 +206,7 @@ typedef struct {
 static void wait_thread(void *arg) {
   waiter_t *w = arg;
   __atomic_add_fetch(w->started, 1, __ATOMIC_ACQ_REL);
-  w->rc = synchro__event_wait(w->ev, WAIT_LONG, NULL, NULL);
+  w->rc = synchro__event_wait(w->ev, WAIT_LONG, NULL, NULL, NULL);
 }
 
 static void test_many_waiters(void) {
@@ -212,7 +244,7 @@ static void ponger(void *arg) {
   pair_t *p = arg;
   int i;
   for (i = 0; i < p->rounds; i++) {
-    if (synchro__event_wait(&p->ping, WAIT_LONG, NULL, NULL) != 0) {
+    if (synchro__event_wait(&p->ping, WAIT_LONG, NULL, NULL, NULL) != 0) {
       p->errors++;
       return;
     }
@@ -230,7 +262,7 @@ static void pinger(void *arg) {
   for (i = 0; i < p->rounds; i++) {
     p->value = 2 * i;
     synchro__event_set(&p->ping);
-    if (synchro__event_wait(&p->pong, WAIT_LONG, NULL, NULL) != 0) {
+    if (synchro__event_wait(&p->pong, WAIT_LONG, NULL, NULL, NULL) != 0) {
       p->errors++;
       return;
     }
@@ -261,6 +293,7 @@ static void test_ping_pong(void) {
 int main(void) {
   RUN(test_set_before_wait);
   RUN(test_set_during_spin);
+  RUN(test_spin_adapts);
   RUN(test_set_after_park);
   RUN(test_timeout);
   RUN(test_set_before_timeout);

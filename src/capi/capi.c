@@ -334,7 +334,8 @@ int synchro_submit(synchro_t *s, const char *path, const synchro_value_t *args,
 int synchro_future_wait(synchro_future_t *f, double timeout) {
   if (f == NULL || c_time(timeout, &timeout) != 0)
     return SYNCHRO_EINVAL;
-  return synchro__event_wait(&f->call->done, timeout, NULL, NULL) == 0
+  return synchro__event_wait(&f->call->done, timeout, NULL, NULL,
+                             &f->call->S->call_spin) == 0
              ? 0
              : SYNCHRO_ETIMEDOUT;
 }

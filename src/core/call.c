@@ -251,14 +251,15 @@ int synchro__call_status_error(int status, const char **msg) {
 int synchro__call_wait_plain(synchro_call_t *call, double timeout,
                              void *ud) {
   (void)ud;
-  return synchro__event_wait(&call->done, timeout, NULL, NULL);
+  return synchro__event_wait(&call->done, timeout, NULL, NULL,
+                             &call->S->call_spin);
 }
 
 void synchro__call_cancel_wait(synchro_call_t *call) {
   /* Within the grace period, so that a stuck cleanup cannot hang us. */
   synchro__call_cancel(call);
   synchro__event_wait(&call->done, call->S->grace + SYNCHRO_ABANDON_S,
-                      NULL, NULL);
+                      NULL, NULL, NULL);
 }
 
 int synchro__call_await(synchro_call_t *call, double timeout,
@@ -326,6 +327,7 @@ synchro_notifier_t *synchro__notifier_new(void) {
   }
   n->refs = 1;
   n->fd = -1;
+  synchro__spin_init(&n->spin);
   return n;
 }
 

@@ -85,13 +85,35 @@ typedef struct {
 /* Polled between parking slices; returns non-zero to stop waiting. */
 typedef int (*synchro_interrupt_cb)(void *ud);
 
+/* Whether spinning before parking has been paying off at one place that
+ * waits (a Synchronizer's callers, its loop thread, a notifier): a score
+ * that grows when a spin ends with the event set and falls faster when
+ * it ends with nothing. While it is low, waits park at once, except for
+ * a probe now and then that lets a place that became fast be noticed.
+ * Updated with relaxed atomics by any thread: a lost update only makes
+ * one wait spin, or park, when it need not. */
+typedef struct {
+  uint32_t score;
+  uint32_t probes;
+} synchro_spin_t;
+
+#define SYNCHRO_SPIN_MAX 8u
+/* A new place starts trusting the spin. */
+void synchro__spin_init(synchro_spin_t *spin);
+/* Whether the next wait at spin should spin first. */
+int synchro__spin_wanted(synchro_spin_t *spin);
+/* Records how the spin went: paid (the event came during the spin). */
+void synchro__spin_record(synchro_spin_t *spin, int paid);
+
 #define SYNCHRO_WAIT_FOREVER (-1.0)
 /* Waits until set, timeout seconds (< 0 forever), or interrupt(ud) says so.
- * Spins briefly first, then parks in slices of at most 50 ms.
+ * With spin (may be NULL: park at once), spins briefly first while the
+ * spin has been paying off there; then parks in slices of at most 50 ms.
  * Returns 0 when set, SYNCHRO_ETIMEDOUT, or UV_EINTR when interrupted.
  * Thread: any; many threads may wait on one event. */
 int synchro__event_wait(synchro_event_t *ev, double timeout,
-                        synchro_interrupt_cb interrupt, void *ud);
+                        synchro_interrupt_cb interrupt, void *ud,
+                        synchro_spin_t *spin);
 /* Thread: any. */
 void synchro__event_set(synchro_event_t *ev);
 /* Only while nobody waits. */
@@ -175,6 +197,10 @@ struct synchro_call {
   /* S->inflight links, under S->inflight_lock (synchro__call_track). */
   synchro_call_t *inflight_prev, *inflight_next;
   int inflight;
+  /* The integer that names the call to the loop VM's runtime (see
+   * dispatch.c); 0 until dispatched and after the reply. Loop thread
+   * only. */
+  int64_t loop_key;
 };
 
 synchro_call_t *synchro__call_new(synchro_t *S, int op, int64_t fn_id);
@@ -233,6 +259,7 @@ int synchro__call_listen(synchro_call_t *call, synchro_notifier_t *n);
  * synchro.run (it parks on an event), or a loop (woken by a uv_async). */
 struct synchro_notifier {
   int refs;
+  synchro_spin_t spin; /* for waits on ready */
   synchro_call_t *completed; /* a stack, like the mailbox */
   synchro_event_t ready;
   /* A loop's notifier wakes the loop with async instead of the event;
@@ -350,6 +377,8 @@ struct synchro {
   char *start_message;
   unsigned spin_ns; /* adaptive spin budget of the loop after activity */
   uint64_t last_activity_ns;
+  synchro_spin_t loop_spin; /* the loop's spin before it parks */
+  synchro_spin_t call_spin; /* callers' spin before they park */
   const synchro_vm_t *vm;
   lua_CFunction open_core; /* luaopen of synchro.core for the loop VM */
   /* No hang (src/vm/watch.c): senders of a cancel or a close raise

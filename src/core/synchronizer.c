@@ -51,6 +51,8 @@ synchro_t *synchro__new(const char *name, const char *path,
   S->open_core = open_core;
   S->runtime_ref = LUA_NOREF;
   S->grace = S->close_grace = 5.0;
+  synchro__spin_init(&S->loop_spin);
+  synchro__spin_init(&S->call_spin);
   synchro__mailbox_init(&S->mailbox);
   if (uv_mutex_init(&S->lock) != 0) {
     free(S);
@@ -232,7 +234,8 @@ int synchro__start(synchro_t *S) {
       synchro__mailbox_close(&S->mailbox);
     } else {
       S->thread_started = 1;
-      synchro__event_wait(&S->started, SYNCHRO_WAIT_FOREVER, NULL, NULL);
+      synchro__event_wait(&S->started, SYNCHRO_WAIT_FOREVER, NULL, NULL,
+                          NULL);
       if (S->start_error == 0) {
         live_add(S);
         synchro__store(&S->state, SYNCHRO_STATE_RUNNING);
@@ -315,7 +318,7 @@ void synchro__close(synchro_t *S, double grace) {
     double bound = S->close_grace + SYNCHRO_CLOSE_BOUND;
     if (!(bound < 1e9)) /* NaN, huge: no limit */
       bound = SYNCHRO_WAIT_FOREVER;
-    if (synchro__event_wait(&S->exited, bound, NULL, NULL) == 0)
+    if (synchro__event_wait(&S->exited, bound, NULL, NULL, NULL) == 0)
       uv_thread_join(&S->thread);
     else
       give_up(S, bound);

@@ -82,25 +82,62 @@ void synchro__event_set(synchro_event_t *ev) {
     unpark_all(&ev->word);
 }
 
+#define SPIN_ON 2u      /* spin while the score is at least this */
+#define PROBE_EVERY 32u /* otherwise, spin once in this many waits */
+
+void synchro__spin_init(synchro_spin_t *spin) {
+  __atomic_store_n(&spin->score, SYNCHRO_SPIN_MAX, __ATOMIC_RELAXED);
+  __atomic_store_n(&spin->probes, 0, __ATOMIC_RELAXED);
+}
+
+int synchro__spin_wanted(synchro_spin_t *spin) {
+  if (spin == NULL)
+    return 0;
+  if (__atomic_load_n(&spin->score, __ATOMIC_RELAXED) >= SPIN_ON)
+    return 1;
+  return __atomic_fetch_add(&spin->probes, 1, __ATOMIC_RELAXED) %
+             PROBE_EVERY ==
+         0;
+}
+
+void synchro__spin_record(synchro_spin_t *spin, int paid) {
+  uint32_t score = __atomic_load_n(&spin->score, __ATOMIC_RELAXED);
+  if (paid)
+    score = score < SYNCHRO_SPIN_MAX ? score + 1 : SYNCHRO_SPIN_MAX;
+  else
+    score = score >= 2 ? score - 2 : 0;
+  __atomic_store_n(&spin->score, score, __ATOMIC_RELAXED);
+}
+
 int synchro__event_wait(synchro_event_t *ev, double timeout,
-                        synchro_interrupt_cb interrupt, void *ud) {
+                        synchro_interrupt_cb interrupt, void *ud,
+                        synchro_spin_t *spin) {
   uint64_t start = synchro__now_ns(), now, deadline = UINT64_MAX;
   unsigned i;
+  int spinning;
   if (synchro__load(&ev->word) == 1)
     return 0;
   if (timeout >= 0)
     deadline = start + (uint64_t)(timeout * 1e9);
-  /* Spin: a reply usually comes back within a few microseconds. Yield
-   * now and then, so that on a machine with fewer cores than busy threads
-   * the thread we wait for (the loop) gets to run. */
-  for (i = 0;; i++) {
-    if (synchro__load(&ev->word) == 1)
+  /* Spin: a reply usually comes back within a few microseconds, when the
+   * machine has a core for the loop. Yield now and then, so that on a
+   * machine with fewer cores than busy threads the thread we wait for
+   * (the loop) gets to run; and stop spinning where it has not been
+   * paying off (a loaded machine, a slow call). */
+  for (i = 0, spinning = synchro__spin_wanted(spin); spinning; i++) {
+    if (synchro__load(&ev->word) == 1) {
+      synchro__spin_record(spin, 1);
       return 0;
+    }
     synchro__cpu_relax();
     if ((i & 63) == 63) {
       now = synchro__now_ns();
-      if (now - start > SPIN_NS || now >= deadline)
+      if (now >= deadline)
         break;
+      if (now - start > SPIN_NS) {
+        synchro__spin_record(spin, 0);
+        break;
+      }
       sched_yield();
     }
   }

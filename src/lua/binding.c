@@ -493,7 +493,8 @@ int synchro__push_reply(lua_State *L, synchro_call_t *call) {
  * the interpreter's Ctrl-C flag. */
 static int wait_interruptible(synchro_call_t *call, double timeout,
                               void *L) {
-  return synchro__event_wait(&call->done, timeout, synchro__interrupted, L);
+  return synchro__event_wait(&call->done, timeout, synchro__interrupted, L,
+                             &call->S->call_spin);
 }
 
 static int wait_servicing(synchro_call_t *call, double timeout, void *L) {

@@ -263,7 +263,7 @@ int synchro__wait_servicing(lua_State *L, synchro_call_t *call,
       }
       rc = synchro__event_wait(
           &n->ready, deadline == UINT64_MAX ? -1 : (deadline - now) / 1e9,
-          synchro__interrupted, L);
+          synchro__interrupted, L, &n->spin);
       if (rc == UV_EINTR)
         break;
       rc = 0;

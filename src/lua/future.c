@@ -26,7 +26,8 @@ static int f_gc(lua_State *L) {
 static int f_wait(lua_State *L) {
   synchro_call_t *call = check_future(L);
   double timeout = synchro__opt_time(L, 2, "wait", "timeout", SYNCHRO_NO_LIMIT);
-  int rc = synchro__event_wait(&call->done, timeout, synchro__interrupted, L);
+  int rc = synchro__event_wait(&call->done, timeout, synchro__interrupted, L,
+                               &call->S->call_spin);
   if (rc == UV_EINTR) {
     synchro__call_cancel_wait(call);
     return synchro__raise_interrupted(L);
@@ -212,7 +213,8 @@ static int n_wait(lua_State *L) {
     lua_pushliteral(L, "ready");
     return 1;
   }
-  rc = synchro__event_wait(&n->ready, timeout, synchro__interrupted, L);
+  rc = synchro__event_wait(&n->ready, timeout, synchro__interrupted, L,
+                           &n->spin);
   if (rc == UV_EINTR)
     synchro__clear_interrupt(L);
   lua_pushstring(L, rc == 0 ? "ready"

@@ -2,14 +2,98 @@
  * into the Lua runtime (synchro.runtime), and the runtime replies through
  * core.reply. Runs only on the loop thread. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "vm.h"
+
+/* The calls the runtime holds, by key. A call reaches Lua as an integer
+ * key, never as a pointer: key = generation << KEY_INDEX_BITS | (index +
+ * 1), below 2^53 so that it survives a Lua 5.1 number. core.reply checks
+ * the key, so a reply to a made-up key, or a second reply, is a Lua error
+ * rather than a write through a stale pointer. Loop thread only: no
+ * lock. */
+#define KEY_INDEX_BITS 24
+#define KEY_GEN_MASK ((1u << 28) - 1)
+
+typedef struct {
+  synchro_call_t **call; /* by index; NULL: free */
+  uint32_t *gen;
+  int *next_free;
+  int cap, first_free;
+} call_keys_t;
 
 /* Registry refs of the runtime's entry points, in the loop VM; ops is
  * the table of a handler per op (SYNCHRO_OP_MAP). */
 typedef struct {
   int define, ops, cancel, close, shutdown;
+  call_keys_t keys;
 } runtime_refs_t;
+
+/* Names the call; 0 when out of memory. */
+static int64_t key_new(call_keys_t *k, synchro_call_t *call) {
+  int i;
+  if (k->first_free < 0) {
+    int cap = k->cap == 0 ? 64 : k->cap * 2, j;
+    synchro_call_t **c;
+    uint32_t *g;
+    int *nf;
+    if (cap > (1 << KEY_INDEX_BITS) - 1)
+      return 0;
+    c = realloc(k->call, (size_t)cap * sizeof(*c));
+    if (c == NULL)
+      return 0;
+    k->call = c;
+    g = realloc(k->gen, (size_t)cap * sizeof(*g));
+    if (g == NULL)
+      return 0;
+    k->gen = g;
+    nf = realloc(k->next_free, (size_t)cap * sizeof(*nf));
+    if (nf == NULL)
+      return 0;
+    k->next_free = nf;
+    for (j = cap - 1; j >= k->cap; j--) {
+      c[j] = NULL;
+      g[j] = 0;
+      nf[j] = k->first_free;
+      k->first_free = j;
+    }
+    k->cap = cap;
+  }
+  i = k->first_free;
+  k->first_free = k->next_free[i];
+  k->gen[i] = (k->gen[i] + 1) & KEY_GEN_MASK;
+  if (k->gen[i] == 0)
+    k->gen[i] = 1;
+  k->call[i] = call;
+  call->loop_key = (int64_t)k->gen[i] << KEY_INDEX_BITS | (int64_t)(i + 1);
+  return call->loop_key;
+}
+
+/* The call that key names, or NULL. */
+static synchro_call_t *key_find(call_keys_t *k, lua_Integer key) {
+  lua_Integer i = (key & ((1 << KEY_INDEX_BITS) - 1)) - 1;
+  if (key <= 0 || i < 0 || i >= k->cap || k->call[i] == NULL ||
+      k->gen[i] != (uint32_t)(key >> KEY_INDEX_BITS))
+    return NULL;
+  return k->call[i];
+}
+
+static void key_free(call_keys_t *k, synchro_call_t *call) {
+  int i = (int)(call->loop_key & ((1 << KEY_INDEX_BITS) - 1)) - 1;
+  k->call[i] = NULL;
+  k->next_free[i] = k->first_free;
+  k->first_free = i;
+  call->loop_key = 0;
+}
+
+static int refs_gc(lua_State *L) {
+  runtime_refs_t *r = lua_touserdata(L, 1);
+  free(r->keys.call);
+  free(r->keys.gen);
+  free(r->keys.next_free);
+  memset(&r->keys, 0, sizeof(r->keys));
+  return 0;
+}
 
 static runtime_refs_t *refs_of(lua_State *L) {
   runtime_refs_t *r;
@@ -27,6 +111,8 @@ static void report(lua_State *L, const char *what) {
 
 static void fail_call(lua_State *L, synchro_call_t *call, int status) {
   /* The error message is on top of L; it becomes the call's error. */
+  if (call->loop_key != 0)
+    key_free(&refs_of(L)->keys, call);
   synchro__buf_free(&call->reply);
   lua_pushliteral(L, "");
   if (synchro__marshal_encode(L, lua_gettop(L) - 1, 2,
@@ -62,7 +148,13 @@ void synchro__dispatch(synchro_t *S, lua_State *L, synchro_msg_t *msg) {
       break;
     }
     lua_replace(L, -2);
-    lua_pushlightuserdata(L, call);
+    if (key_new(&r->keys, call) == 0) {
+      lua_settop(L, top);
+      lua_pushliteral(L, "ENOMEM: not enough memory");
+      fail_call(L, call, SYNCHRO_CALL_ERROR);
+      break;
+    }
+    lua_pushinteger(L, (lua_Integer)call->loop_key);
     lua_pushinteger(L, (lua_Integer)call->fn_id);
     n = synchro__marshal_decode(L, call->args.data, call->args.len);
     if (n < 0) {
@@ -72,7 +164,10 @@ void synchro__dispatch(synchro_t *S, lua_State *L, synchro_msg_t *msg) {
       break;
     }
     if (lua_pcall(L, 2 + n, 0, 0) != 0) {
-      fail_call(L, call, SYNCHRO_CALL_ERROR);
+      if (call->loop_key != 0) /* not replied to before the error */
+        fail_call(L, call, SYNCHRO_CALL_ERROR);
+      else
+        report(L, "call");
     }
     break;
   }
@@ -95,10 +190,14 @@ void synchro__dispatch(synchro_t *S, lua_State *L, synchro_msg_t *msg) {
   }
   case SYNCHRO_MSG_CANCEL: {
     synchro_cancel_t *c = (synchro_cancel_t *)msg;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->cancel);
-    lua_pushlightuserdata(L, c->call);
-    if (lua_pcall(L, 1, 0, 0) != 0)
-      report(L, "cancel");
+    /* The cancel holds a reference, so c->call is readable; a call
+     * already replied to (key 0) has nothing left to cancel. */
+    if (c->call->loop_key != 0) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, r->cancel);
+      lua_pushinteger(L, (lua_Integer)c->call->loop_key);
+      if (lua_pcall(L, 1, 0, 0) != 0)
+        report(L, "cancel");
+    }
     synchro__call_unref(c->call);
     free(c);
     break;
@@ -123,9 +222,17 @@ void synchro__dispatch_shutdown(synchro_t *S) {
     report(L, "shutdown");
 }
 
+/* The call a key names; it is forgotten (a second reply fails). */
 static synchro_call_t *check_call(lua_State *L, int idx) {
-  luaL_checktype(L, idx, LUA_TLIGHTUSERDATA);
-  return lua_touserdata(L, idx);
+  call_keys_t *k = &refs_of(L)->keys;
+  synchro_call_t *call = NULL;
+  if (lua_type(L, idx) == LUA_TNUMBER)
+    call = key_find(k, lua_tointeger(L, idx));
+  if (call == NULL)
+    luaL_error(L, "core.reply: no call in progress has the key %s",
+               luaL_tolstring(L, idx, NULL));
+  key_free(k, call);
+  return call;
 }
 
 /* core.reply(call, how, ...): how is true (results follow), false (error
@@ -259,6 +366,12 @@ static int open_runtime(lua_State *L) {
   lua_call(L, 1, 1);
   t = lua_gettop(L);
   r = lua_newuserdata(L, sizeof(*r));
+  memset(r, 0, sizeof(*r));
+  r->keys.first_free = -1;
+  lua_newtable(L);
+  lua_pushcfunction(L, refs_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, "synchro.runtime_refs");
   r->define = ref_field(L, t, "define");
   lua_getfield(L, t, "ops");

@@ -61,16 +61,25 @@ static void on_wakeup(uv_async_t *handle) {
 static void on_prepare(uv_prepare_t *handle) {
   synchro_t *S = handle->data;
   uint64_t now;
+  int spun = 0;
   if (drain(S, S->L) > 0)
     S->last_activity_ns = synchro__now_ns();
-  /* Spin only while calls keep coming: an idle loop costs no CPU. */
+  /* Spin only while calls keep coming (an idle loop costs no CPU), and
+   * only while spinning has been finding them (on a loaded machine the
+   * spin takes the CPU the callers need). */
   now = synchro__now_ns();
+  if (now - S->last_activity_ns < LOOP_SPIN_NS &&
+      !synchro__spin_wanted(&S->loop_spin))
+    now = S->last_activity_ns + LOOP_SPIN_NS;
   while (now - S->last_activity_ns < LOOP_SPIN_NS &&
          synchro__load(&S->state) == SYNCHRO_STATE_RUNNING) {
     unsigned i;
+    spun = 1;
     for (i = 0; i < 64 && synchro__mailbox_empty(&S->mailbox); i++)
       synchro__cpu_relax();
     if (drain(S, S->L) > 0) {
+      synchro__spin_record(&S->loop_spin, 1);
+      spun = 0;
       S->last_activity_ns = synchro__now_ns();
       /* Work it started (timers, callbacks) must run: leave prepare, but
        * through the park below: uv_backend_timeout() can be 0 (new I/O
@@ -80,6 +89,8 @@ static void on_prepare(uv_prepare_t *handle) {
     }
     now = synchro__now_ns();
   }
+  if (spun) /* the last spin ran out with nothing */
+    synchro__spin_record(&S->loop_spin, 0);
   /* Park: Dekker with synchro__send (store parked, then re-check). */
   for (;;) {
     __atomic_store_n(&S->parked, 1, __ATOMIC_SEQ_CST);

@@ -99,6 +99,15 @@ static int l_attend(lua_State *L) {
   return 0;
 }
 
+/* core.rearm_watch(): the running task was cancelled inside a shield
+ * that just ended: the watch hook calls into Lua at its next tick, where
+ * the cancellation is raised (see runtime.lua's watchers.attend). */
+static int l_rearm_watch(lua_State *L) {
+  synchro_t *S = synchro__loop_of(L);
+  __atomic_store_n(&S->attention, 1, __ATOMIC_SEQ_CST);
+  return 0;
+}
+
 static void panic_soon(uv_timer_t *timer) {
   synchro_t *S = timer->data;
   lua_State *L = S->L;
@@ -126,6 +135,8 @@ void synchro__watch_register(lua_State *L) {
   lua_setfield(L, -2, "watch");
   lua_pushcfunction(L, l_attend);
   lua_setfield(L, -2, "attend");
+  lua_pushcfunction(L, l_rearm_watch);
+  lua_setfield(L, -2, "rearm_watch");
   lua_pushcfunction(L, l_debug_panic);
   lua_setfield(L, -2, "debug_panic");
 }
