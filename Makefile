@@ -25,6 +25,8 @@ demo: deps
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) examples/quickstart.lua
 	@echo
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) examples/http_demo.lua
+	@echo
+	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) examples/pipeline/demo.lua
 
 test: build
 	@tools/test.sh $(LUAS)
@@ -37,6 +39,7 @@ check-sanitize: deps
 	@tools/sanitize.sh
 
 bench: deps
+	@tools/deps.sh bench
 	@$(MAKE) --no-print-directory $(BUILD)/$(LUA)/.built
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/roundtrip.lua
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/tcp_echo.lua

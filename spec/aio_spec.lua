@@ -172,4 +172,16 @@ describe("synchro.aio on the loop", function()
     end)
     assert.are.equal("through,false,handled x", r)
   end)
+
+  it("pcall of a C function inside a task (regression: PUC 5.1's " ..
+    "yield-safe pcall refused pcall(require, name))", function()
+      local r = run(function()
+        local ok, mod = pcall(require, "string")
+        local ok2, err = pcall(require, "no.such.module")
+        local ok3 = pcall(42)
+        return ok and mod == string and not ok2 and
+          tostring(err):find("no.such.module", 1, true) ~= nil and not ok3
+      end)
+      assert.is_true(r)
+    end)
 end)

@@ -98,6 +98,24 @@ describe("callbacks", function()
     assert.matches("^inside run", err)
   end)
 
+  it("a module function's .aio passes callbacks inside synchro.run " ..
+    "(regression: the proxy's .aio refused them as if in .future)",
+    function()
+      local saved = package.path
+      package.path = "spec/fixtures/?.lua;" .. package.path
+      local S2 = synchro.new({ name = "callbacks-module" })
+      package.path = saved
+      local lib = S2:wrap_module("objlib.impl")
+      local a, b = synchro.run(function()
+        local r = lib.map.aio({ 1, 2 }, function(v) return v * 10 end)
+        local r2 = lib.map({ 3 }, function(v) return v + 1 end) -- awaits
+        return r[1] + r[2], r2[1]
+      end)
+      assert.are.equal(30, a)
+      assert.are.equal(4, b)
+      S2:close()
+    end)
+
   it("refuses callbacks in .future calls", function()
     assert.has_error(function() each.future({ 1 }, print) end)
     local ok, err = pcall(each.future, { 1 }, function() end)

@@ -2,10 +2,7 @@
 local synchro = require "synchro"
 local util = require "spec.helpers.util"
 
-local function child_prelude()
-  return ("package.path = %q\npackage.cpath = %q\n")
-    :format(package.path, package.cpath)
-end
+local child_prelude = util.child_prelude
 
 describe("cancellation and shutdown", function()
   it("cancels a task stuck in sleep(10) promptly, after its cleanup",
@@ -180,8 +177,7 @@ describe("cancellation and shutdown", function()
   it("Ctrl-C in a blocked call cancels the task, waits for its cleanup, " ..
     "then raises interrupted! #subprocess", function()
       local marker = util.tmpname()
-      local started = util.tmpname()
-      local h = util.spawn_lua(child_prelude() .. ([[
+      local r = util.ctrl_c(([[
         local synchro = require "synchro"
         local S = synchro.new()
         local work = S:wrap(function(path, started)
@@ -194,32 +190,22 @@ describe("cancellation and shutdown", function()
           f:close()
           error(err, 0)
         end)
-        work(%q, %q)
+        work(%q, STARTED)
         print("not reached")
-      ]]):format(marker, started))
-      assert.is_true(util.wait_for(function()
-        return util.read(started) ~= nil
-      end, 10), "child did not start")
-      util.sleep(0.1)
-      local t0 = util.now()
-      util.kill(h, "INT")
-      local code = util.wait_exit(h, 10)
-      local err = util.read(h.err) or ""
-      local out = util.read(h.out) or ""
-      util.cleanup(h)
-      assert.is_true(util.now() - t0 < 3, "exit took too long")
-      assert.are_not.equal(0, code)
-      assert.matches("interrupted!", err, 1, true)
-      assert.are.equal("", out)
+      ]]):format(marker))
+      assert.is_true(r.started, "child did not start: " .. r.err)
+      assert.is_true(r.code ~= nil and r.elapsed < 3,
+        "exit took too long" .. (r.stacks or ""))
+      assert.are_not.equal(0, r.code)
+      assert.matches("interrupted!", r.err, 1, true)
+      assert.are.equal("", r.out)
       assert.are.equal("cleanup ran", util.read(marker))
       os.remove(marker)
-      os.remove(started)
     end)
 
   it("Ctrl-C inside synchro.run cancels its tasks, then raises #subprocess", function()
     local marker = util.tmpname()
-    local started = util.tmpname()
-    local h = util.spawn_lua(child_prelude() .. ([[
+    local r = util.ctrl_c(([[
       local synchro = require "synchro"
       local S = synchro.new()
       local work = S:wrap(function(path, started)
@@ -231,22 +217,15 @@ describe("cancellation and shutdown", function()
         f:close()
         error(err, 0)
       end)
-      synchro.run(function() work.aio(%q, %q) end)
+      synchro.run(function() work.aio(%q, STARTED) end)
       print("not reached")
-    ]]):format(marker, started))
-    assert.is_true(util.wait_for(function()
-      return util.read(started) ~= nil
-    end, 10), "child did not start")
-    util.sleep(0.1)
-    util.kill(h, "INT")
-    local code = util.wait_exit(h, 10)
-    local err = util.read(h.err) or ""
-    util.cleanup(h)
-    assert.are_not.equal(0, code)
-    assert.matches("interrupted!", err, 1, true)
+    ]]):format(marker))
+    assert.is_true(r.started, "child did not start: " .. r.err)
+    assert.is_not_nil(r.code, r.stacks)
+    assert.are_not.equal(0, r.code)
+    assert.matches("interrupted!", r.err, 1, true)
     assert.are.equal("cleanup ran", util.read(marker))
     os.remove(marker)
-    os.remove(started)
   end)
 
   it("SYNCHRO_TRACEBACK=full shows every remote frame #subprocess", function()

@@ -5,10 +5,7 @@
 local synchro = require "synchro"
 local util = require "spec.helpers.util"
 
-local function child_prelude()
-  return ("package.path = %q\npackage.cpath = %q\n")
-    :format(package.path, package.cpath)
-end
+local child_prelude = util.child_prelude
 
 -- A task that never yields: a CPU-bound loop that calls a function (code
 -- LuaJIT compiled runs no hooks, so the spin is kept out of the JIT there;
@@ -113,33 +110,25 @@ describe("no hang", function()
 
   it("Ctrl-C in a call of a CPU-bound task runs its cleanup #subprocess",
     function()
-      local marker, started = util.tmpname(), util.tmpname()
-      local h = util.spawn_lua(child_prelude() .. ([[
+      local marker = util.tmpname()
+      local r = util.ctrl_c(([[
         local synchro = require "synchro"
         local S = synchro.new({ slow = 0 })
         local work = S:wrap(function(path, started)
           local f = io.open(started, "w") f:close()
           ]] .. SPIN .. [[
         end)
-        work(%q, %q)
+        work(%q, STARTED)
         print("not reached")
-      ]]):format(marker, started))
-      assert.is_true(util.wait_for(function()
-        return util.read(started) ~= nil
-      end, 10), "child did not start")
-      util.sleep(0.1)
-      local t0 = util.now()
-      util.kill(h, "INT")
-      local code = util.wait_exit(h, 10)
-      local err, out = util.read(h.err) or "", util.read(h.out) or ""
-      util.cleanup(h)
-      assert.is_true(util.now() - t0 < 5, "exit took too long")
-      assert.are_not.equal(0, code)
-      assert.matches("interrupted!", err, 1, true)
-      assert.are.equal("", out)
+      ]]):format(marker))
+      assert.is_true(r.started, "child did not start: " .. r.err)
+      assert.is_true(r.code ~= nil and r.elapsed < 5,
+        "exit took too long" .. (r.stacks or ""))
+      assert.are_not.equal(0, r.code)
+      assert.matches("interrupted!", r.err, 1, true)
+      assert.are.equal("", r.out)
       assert.are.equal("cleaned: ECANCELED: task cancelled", util.read(marker))
       os.remove(marker)
-      os.remove(started)
     end)
 
   it("the end of a script cancels a CPU-bound task within the grace " ..

@@ -1,56 +1,29 @@
 -- synchro.aio.http over TLS: python3's http.server wrapped with ssl, with
--- a CA and a server certificate for 127.0.0.1 (only) that this
--- spec makes with the openssl command in a temp dir. Verification is on
+-- a CA and a server certificate for 127.0.0.1 (only) made with the
+-- openssl command in a temp dir (spec/helpers/https.lua). Verification is on
 -- by default: the right CA passes; a wrong CA and a wrong host name fail
 -- with an error that says the certificate did not verify.
 local synchro = require "synchro"
 local util = require "spec.helpers.util"
+local https = require "spec.helpers.https"
 
 local function has(s, part) return type(s) == "string" and
   s:find(part, 1, true) ~= nil end
 
-local function sh(cmd)
-  local r = os.execute("(unset LD_PRELOAD; " .. cmd .. ") >/dev/null 2>&1")
-  assert(r == true or r == 0, cmd)
-end
-
 describe("synchro.aio.http over TLS", function()
-  local S, dir, port, pidfile
+  local S, server, port, dir
   setup(function()
     S = synchro.new({ name = "https-spec" })
-    dir = util.tmpname()
-    sh("mkdir -p " .. dir)
-    local function ca(name)
-      sh(("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -days 2 " ..
-        "-subj /CN=%s -keyout %s.key -out %s.pem"):format(dir, name, name,
-        name))
-    end
-    ca("ca")
-    ca("otherca")
-    util.write(dir .. "/ext.cnf",
-      "subjectAltName=IP:127.0.0.1\n") -- not "localhost"
-    sh(("cd %s && openssl req -newkey rsa:2048 -nodes -subj /CN=localhost " ..
-      "-keyout server.key -out server.csr && openssl x509 -req -in " ..
-      "server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 " ..
-      "-extfile ext.cnf -out server.pem"):format(dir))
-    util.write(dir .. "/hello.txt", "hello tls\n")
-    port = 20000 + (tonumber(util.pid()) + 7) % 20000
-    pidfile = dir .. "/pid"
-    -- env -u LD_PRELOAD: under tools/sanitize.sh, ASan is preloaded
-    os.execute(("cd %s && (env -u LD_PRELOAD python3 " ..
-      "%s/spec/fixtures/https_server.py %d " ..
-      "server.pem server.key >/dev/null 2>&1 & echo $! >%s)"):format(dir,
-      os.getenv("PWD") or ".", port, pidfile))
-    assert(util.wait_for(function()
-      local r = os.execute(("env -u LD_PRELOAD curl -s -k -o /dev/null " ..
-        "https://127.0.0.1:%d/hello.txt"):format(port))
-      return r == true or r == 0
-    end, 10), "the HTTPS server did not start")
+    local root = util.tmpname()
+    os.execute("mkdir -p " .. root)
+    util.write(root .. "/hello.txt", "hello tls\n")
+    server = assert(https.start(root))
+    port, dir = server.port, server.dir
   end)
   teardown(function()
-    os.execute("kill $(cat " .. pidfile .. ") 2>/dev/null")
+    server:stop()
     S:close()
-    os.execute("rm -rf " .. dir)
+    os.execute("rm -rf " .. server.root)
   end)
 
   local fetch

@@ -287,6 +287,54 @@ describe("synchro.aio.pg", function()
       c:close()
     end)
 
+  it("Ctrl-C in a blocked caller during pg_sleep(10) cancels the " ..
+    "statement on the server #subprocess", function()
+      local marker = util.tmpname()
+      local r = util.ctrl_c(([[
+        local synchro = require "synchro"
+        local S = synchro.new()
+        local work = S:wrap(function(conninfo, path, started)
+          local pg = require "synchro.aio.pg"
+          local conn = assert(pg.connect(conninfo))
+          local f = io.open(started, "w") f:close()
+          local ok, err = pcall(conn.query, conn,
+            "select pg_sleep(10) /* ctrl-c spec */")
+          f = io.open(path, "w")
+          f:write(ok and "slept" or "cleanup ran")
+          f:close()
+          conn:close()
+          error(err, 0)
+        end)
+        work(%q, %q, STARTED)
+        print("not reached")
+      ]]):format(ci, marker))
+      assert.is_true(r.started, "child did not start: " .. r.err)
+      assert.is_not_nil(r.code, "the child hung" .. (r.stacks or ""))
+      assert.is_true(r.elapsed < 3, "exit took " .. r.elapsed .. " s")
+      assert.are_not.equal(0, r.code)
+      assert.matches("interrupted!", r.err, 1, true)
+      assert.are.equal("", r.out)
+      assert.are.equal("cleanup ran", util.read(marker))
+      os.remove(marker)
+      -- the server stopped the statement (it does not notice a closed
+      -- client in pg_sleep on its own)
+      local active = run(function(p, conninfo)
+        local aio = require "synchro.aio"
+        local c = assert(p.connect(conninfo))
+        local n
+        for _ = 1, 100 do
+          n = c:query([[select count(*)::int as n from pg_stat_activity
+            where query like '%ctrl-c spec%' and state = 'active'
+            and pid <> pg_backend_pid()]])[1].n
+          if n == 0 then break end
+          aio.sleep(0.02)
+        end
+        c:close()
+        return n
+      end)
+      assert.are.equal(0, active)
+    end)
+
   it("runs 100 concurrent queries through a pool", function()
     local results, backends = run(function(p, conninfo)
       local aio = require "synchro.aio"

@@ -113,4 +113,19 @@ function check.time(v, n, name, what)
   return check_time(v, name, what)
 end
 
+--- The require of a module whose C part needs an optional library (libcurl,
+--- libpq): raises, naming the Debian package, when synchro was built
+--- without it (`present`, the core function its C part registers, is nil).
+---@param present any
+---@param module string
+---@param library string
+---@param package string
+function check.built_with(present, module, library, package)
+  if present == nil then
+    error(("%s is not available: synchro was built without %s " ..
+      "(Debian: apt install %s, then rebuild synchro)"):format(module,
+      library, package), 0)
+  end
+end
+
 return check

@@ -15,6 +15,7 @@ return function(synchro, Synchronizer, P)
     if name then OP[name] = v end
   end
   local current_awaiter, start = P.current_awaiter, P.start_generator
+  local submit_await = P.submit_await
   local ypcall = sched.yieldable_pcalls()
   local unpack = table.unpack or unpack
 
@@ -129,7 +130,7 @@ return function(synchro, Synchronizer, P)
           if not await then
             error("'.aio' must be called from async code", 2)
           end
-          return await(core_submit(ud, target, ...))
+          return submit_await(await, ud, target, nil, ...)
         end,
         future = function(...) return core_submit(ud, target, ...) end,
         sync = function(...) return core_call(target, ...) end,

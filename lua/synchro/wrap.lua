@@ -274,7 +274,7 @@ return function(synchro, Synchronizer, P)
   local function call_op(ud, force_await, op, id, what, ...)
     local target = { _ud = ud, _op = op, _id = id, _name = what }
     local await = current_awaiter()
-    if await then return await(core_submit(ud, target, ...)) end
+    if await then return submit_await(await, ud, target, nil, ...) end
     if force_await then
       error("'.aio' generators must be iterated from async code", 3)
     end

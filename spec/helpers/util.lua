@@ -116,4 +116,42 @@ function util.cleanup(h)
   os.execute("rm -rf " .. h.dir)
 end
 
+--- The first lines of a child script: this process's package paths.
+function util.child_prelude()
+  return ("package.path = %q\npackage.cpath = %q\n")
+    :format(package.path, package.cpath)
+end
+
+--- Ctrl-C in a child: runs `source` in a child interpreter (after
+--- child_prelude(), with a local STARTED: the name of a file the child
+--- creates, from its task, once it is where the interrupt should hit),
+--- waits for that file, sends SIGINT, and waits for the child to exit.
+--- Returns { started = bool, code = exit code (nil: still running after
+--- `timeout`), out =, err =, elapsed = seconds from the signal to the
+--- exit, stacks = the hung child's threads (when code is nil) }.
+---@param source string
+---@param opts {timeout: number?, interp: string?}|nil
+---@return table
+function util.ctrl_c(source, opts)
+  opts = opts or {}
+  local started = util.tmpname()
+  local h = util.spawn_lua(util.child_prelude() ..
+    ("local STARTED = %q\n"):format(started) .. source, opts.interp)
+  local r = { started = util.wait_for(function()
+    return util.read(started) ~= nil
+  end, 20) }
+  if r.started then
+    util.sleep(0.1) -- into the wait that the interrupt is meant for
+    local t0 = util.now()
+    util.kill(h, "INT")
+    r.code = util.wait_exit(h, opts.timeout or 10)
+    r.elapsed = util.now() - t0
+  end
+  if r.code == nil then r.stacks = util.stacks(h) end
+  r.out, r.err = util.read(h.out) or "", util.read(h.err) or ""
+  util.cleanup(h)
+  os.remove(started)
+  return r
+end
+
 return util

@@ -8,7 +8,10 @@
  * that libpq may close its socket and open another with the same number
  * while connecting (several hosts) without a stale epoll registration. A
  * new socket gets a new handle. Handles live outside the userdata, since
- * libuv needs them until their close callback.
+ * libuv needs them until their close callback. (Not aio.poll's shared
+ * handle: closing a connection must stop and close its handle before
+ * PQfinish closes the socket, at once, whichever task is waiting; an
+ * aio.poll waiter lets go of its handle only when it resumes.)
  *
  * A cancel request (PQcancel) blocks until the server has answered, so it
  * runs on a small detached thread that wakes the loop with a uv_async_t
@@ -123,6 +126,11 @@ static int pg_close(lua_State *L) {
   return 0;
 }
 
+static void ignore_notice(void *arg, const char *message) {
+  (void)arg;
+  (void)message;
+}
+
 /* core.pg_connect_start(conninfo) -> conn | nil, message */
 static int pg_connect_start(lua_State *L) {
   synchro_t *S = synchro__loop_of(L);
@@ -141,6 +149,9 @@ static int pg_connect_start(lua_State *L) {
   box->pg = pg;
   if (pg->conn == NULL)
     return luaL_error(L, "not enough memory");
+  /* libpq prints a server's notices ("relation already exists,
+   * skipping") on stderr by default; a library must not */
+  PQsetNoticeProcessor(pg->conn, ignore_notice, NULL);
   if (PQstatus(pg->conn) == CONNECTION_BAD) {
     push_conn_error(L, pg->conn);
     release(pg, L);
@@ -660,10 +671,7 @@ static int pg_cancel(lua_State *L) {
   return 1;
 }
 
-#endif /* SYNCHRO_HAVE_PQ */
-
 void synchro__pg_register(lua_State *L) {
-#ifdef SYNCHRO_HAVE_PQ
   static const luaL_Reg methods[] = {
       {"connect_poll", pg_connect_poll},
       {"wait", pg_wait},
@@ -709,7 +717,10 @@ void synchro__pg_register(lua_State *L) {
   lua_setfield(L, -2, "pg_connect_start");
   lua_pushinteger(L, PQlibVersion());
   lua_setfield(L, -2, "pg_lib_version");
-#else
-  (void)L;
-#endif
 }
+
+#else /* built without libpq: synchro.aio.pg says so (check.built_with) */
+
+void synchro__pg_register(lua_State *L) { (void)L; }
+
+#endif

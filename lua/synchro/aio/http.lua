@@ -11,12 +11,10 @@
 --- else curl's `CURLE_*` name); misuse raises. Cancellation removes the
 --- transfer from curl at once.
 local core = require "synchro.core"
-if core.http_request == nil then
-  error("synchro.aio.http is not available: synchro was built without " ..
-    "libcurl (install libcurl4-openssl-dev on Debian, then rebuild)", 2)
-end
-local sched = require "synchro.sched"
 local check = require "synchro.check"
+check.built_with(core.http_request, "synchro.aio.http", "libcurl",
+  "libcurl4-openssl-dev")
+local sched = require "synchro.sched"
 local response = require "synchro.http_response"
 
 local ypcall = sched.yieldable_pcalls()
@@ -305,8 +303,12 @@ local function perform(name, opts, n, defaults, release)
   else
     wait(st, t, function() return st.done end, name)
   end
+  -- a stream whose headers came has a response even if its body then
+  -- failed (read() reports that), however fast the failure came
   local ok, msg, code = true, nil, nil
-  if st.done then ok, msg, code = t:result() end
+  if st.done and not (o.stream and st.headers) then
+    ok, msg, code = t:result()
+  end
   if not ok then
     t:close()
     return nil, msg, code

@@ -15,13 +15,11 @@
 --- ("23505"); a lost or unusable connection returns nil, message, "08006"
 --- ("08001" when connecting, "08003" once closed).
 local core = require "synchro.core"
-if core.pg_connect_start == nil then
-  error("synchro.aio.pg: synchro was built without libpq; install it " ..
-    "(Debian: apt install libpq-dev) and rebuild synchro", 2)
-end
+local check = require "synchro.check"
+check.built_with(core.pg_connect_start, "synchro.aio.pg", "libpq",
+  "libpq-dev")
 local sched = require "synchro.sched"
 local sync = require "synchro.aio.sync"
-local check = require "synchro.check"
 
 local argerror, check_opts = check.argerror, check.opts
 local unpack = table.unpack or unpack
@@ -393,6 +391,17 @@ end
 
 -- Statements --------------------------------------------------------------
 
+-- query and execute: `text` (SQL, or a prepared statement's name) and
+-- its parameters, sent with the pq method `send`.
+local function with_params(self, name, send, text, ...)
+  check_open(self, name)
+  check.type(text, "string", 2, name)
+  local p = params(name, 2, ...)
+  return run(self, statement, function(pq)
+    return pq[send](pq, text, unpack(p, 1, p.n))
+  end)
+end
+
 --- Runs one statement with `$1`, `$2`, ... parameters: nil and pg.null are
 --- NULL; booleans, numbers and strings are sent as text (a string with a
 --- zero byte, or pg.bytea(s), as binary); a plain table as JSON. Returns
@@ -405,12 +414,7 @@ end
 ---@return string|nil message
 ---@return string|nil code
 function Connection:query(sql, ...)
-  check_open(self, "query")
-  check.type(sql, "string", 2, "query")
-  local p = params("query", 2, ...)
-  return run(self, statement, function(pq)
-    return pq:send(sql, unpack(p, 1, p.n))
-  end)
+  return with_params(self, "query", "send", sql, ...)
 end
 
 --- Runs a script of one or more statements without parameters (simple
@@ -459,12 +463,7 @@ end
 ---@return string|nil message
 ---@return string|nil code
 function Connection:execute(name, ...)
-  check_open(self, "execute")
-  check.type(name, "string", 2, "execute")
-  local p = params("execute", 2, ...)
-  return run(self, statement, function(pq)
-    return pq:send_prepared(name, unpack(p, 1, p.n))
-  end)
+  return with_params(self, "execute", "send_prepared", name, ...)
 end
 
 --- Runs the statement with parameters (as in query).
