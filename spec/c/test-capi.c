@@ -30,11 +30,13 @@ static const char *lib_code =
     "return 'custom text' end})) end\n"
     "function give_shared() local t = {} return { a = t, b = t } end\n"
     "function stuck()\n"
+    "  entered = (entered or 0) + 1\n"
     "  local ok, err = pcall(aio.sleep, 10)\n"
     "  cleaned = (cleaned or 0) + 1\n"
     "  error(err, 0)\n"
     "end\n"
     "function cleaned_count() return cleaned or 0 end\n"
+    "function entered_count() return entered or 0 end\n"
     "mylib = { twice = function(x) aio.sleep(0.001) return 2 * x end }\n";
 
 static int quick(void) { return getenv("SYNCHRO_TEST_QUICK") != NULL; }
@@ -424,8 +426,22 @@ static void test_close_in_flight(void) {
     w[i].s = s;
     CHECK_EQ_INT(uv_thread_create(&t[i], inflight_worker, &w[i]), 0);
   }
-  uv_sleep(100);
-  /* the callers hold no reference: keep s alive until they return */
+  /* close only once every caller is inside its call (s is theirs until
+   * then: a close before a caller reached synchro_call freed it under
+   * that caller) */
+  for (i = 0; i < 2000; i++) { /* up to 20 s: only a hang takes that */
+    synchro_value_t *res = NULL;
+    size_t n = 0;
+    long long entered = 0;
+    CHECK_EQ_INT(
+        synchro_call(s, "entered_count", NULL, 0, &res, &n, -1, NULL), 0);
+    entered = res[0].as.integer;
+    synchro_values_free(res, n);
+    if (entered == N)
+      break;
+    uv_sleep(10);
+  }
+  CHECK(i < 2000);
   synchro_close(s, 2);
   for (i = 0; i < N; i++) {
     uv_thread_join(&t[i]);
