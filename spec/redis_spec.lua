@@ -1,5 +1,6 @@
 -- The Redis client example (examples/redis) against a real redis-server.
 local util = require "spec.helpers.util"
+local redis_server = require "spec.helpers.redis"
 
 -- the loop VM of wrap_module copies this path: set it before any
 -- synchronizer of the example is created
@@ -43,30 +44,11 @@ describe("redis example", function()
       pub:close()
     end)
     port = free_port()
-    local dir = util.tmpname()
-    os.execute("mkdir -p " .. dir)
-    server = { dir = dir, pidfile = dir .. "/pid", code = dir .. "/code" }
-    os.execute(("(redis-server --port %d --bind 127.0.0.1 --save '' " ..
-      "--appendonly no --daemonize no >%s/log 2>&1 & echo $! >%s; " ..
-      "wait $!; echo $? >%s) &"):format(port, dir, server.pidfile,
-        server.code))
-    assert(util.wait_for(function() return util.read(server.pidfile) end, 5))
-    server.pid = util.read(server.pidfile):match("%d+")
-    assert(util.wait_for(function()
-      local c = redis.connect("127.0.0.1", port)
-      if c then c:close() end
-      return c ~= nil
-    end, 10), "redis-server did not start: " ..
-      tostring(util.read(dir .. "/log")))
+    server = redis_server.start(port, redis.connect)
   end)
 
   teardown(function()
-    if server and server.pid then
-      os.execute("kill " .. server.pid .. " 2>/dev/null")
-      assert(util.wait_for(function() return util.read(server.code) end, 10),
-        "redis-server did not stop")
-      os.execute("rm -rf " .. server.dir)
-    end
+    redis_server.stop(server)
     if S then S:close() end
   end)
 

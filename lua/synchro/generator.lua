@@ -29,12 +29,15 @@ return function(synchro, Synchronizer, P)
   local Iterator = {}
   Iterator.__index = Iterator
 
+  -- Raises a loop-side error with its traceback appended (string errors);
+  -- proxy.lua's context managers raise theirs the same way.
   local function raise_remote(err, tb)
     if type(err) == "string" and type(tb) == "string" and tb ~= "" then
       error(err .. "\n" .. tb, 0)
     end
     error(err, 0)
   end
+  P.raise_remote = raise_remote
 
   -- A step's error arrives as (err, traceback, cancelled): a
   -- cancellation as its message, made one again here.

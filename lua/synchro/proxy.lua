@@ -504,12 +504,7 @@ return function(synchro, Synchronizer, P)
   local GenCM = {}
   GenCM.__index = GenCM
 
-  local function raise_remote(err, tb)
-    if type(err) == "string" and type(tb) == "string" and tb ~= "" then
-      error(err .. "\n" .. tb, 0)
-    end
-    error(err, 0)
-  end
+  local raise_remote = P.raise_remote
 
   function GenCM.__enter(cm)
     if cm.it ~= nil then
