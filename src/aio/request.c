@@ -94,9 +94,11 @@ static void unlink_req(synchro__req_t *r) {
 void *synchro__req_alloc(lua_State *L, int cb_idx, size_t size, size_t extra,
                          synchro__req_push_t push,
                          synchro__req_release_t release) {
-  synchro__req_t *r;
+  synchro__req_t *r = NULL;
   luaL_checktype(L, cb_idx, LUA_TFUNCTION);
-  if (extra > (size_t)-1 - size || (r = malloc(size + extra)) == NULL)
+  if (extra <= (size_t)-1 - size)
+    r = malloc(size + extra);
+  if (r == NULL)
     luaL_error(L, "not enough memory");
   memset(r, 0, size); /* the buffer after it is the module's to fill */
   r->cb_ref = LUA_NOREF;
