@@ -475,6 +475,10 @@ static void test_fork(void) {
   if (i == 1000)
     kill(pid, SIGKILL);
   CHECK(i < 1000);
+  if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+    fprintf(stderr, "forked child: %s %d\n",
+            WIFEXITED(status) ? "exit code" : "signal",
+            WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
   CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   /* the parent's synchronizer is untouched */
   CHECK_EQ_INT(synchro_call(s, "add", args, 2, NULL, NULL, -1, NULL), 0);
