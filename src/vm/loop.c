@@ -61,17 +61,16 @@ static void on_wakeup(uv_async_t *handle) {
 static void on_prepare(uv_prepare_t *handle) {
   synchro_t *S = handle->data;
   uint64_t now;
-  int spun = 0;
+  int spin, spun = 0;
   if (drain(S, S->L) > 0)
     S->last_activity_ns = synchro__now_ns();
   /* Spin only while calls keep coming (an idle loop costs no CPU), and
    * only while spinning has been finding them (on a loaded machine the
    * spin takes the CPU the callers need). */
   now = synchro__now_ns();
-  if (now - S->last_activity_ns < LOOP_SPIN_NS &&
-      !synchro__spin_wanted(&S->loop_spin))
-    now = S->last_activity_ns + LOOP_SPIN_NS;
-  while (now - S->last_activity_ns < LOOP_SPIN_NS &&
+  spin = now - S->last_activity_ns < LOOP_SPIN_NS &&
+         synchro__spin_wanted(&S->loop_spin);
+  while (spin && now - S->last_activity_ns < LOOP_SPIN_NS &&
          synchro__load(&S->state) == SYNCHRO_STATE_RUNNING) {
     unsigned i;
     spun = 1;
