@@ -183,7 +183,7 @@ end
 --- The running task, or nil outside async code.
 ---@return synchro.Task|nil
 function aio.current()
-  if sched.in_task() then return sched.current end
+  if sched.in_task() then return sched.current_task() end
   return nil
 end
 

@@ -169,7 +169,7 @@ synchro._callback_servers[await] = {
 
 synchro.register_adapter(function()
   if loop_sched ~= nil and sched.in_task() and
-    sched.current.sched == loop_sched then
+    sched.current_task().sched == loop_sched then
     return await
   end
   return nil

@@ -96,7 +96,7 @@ return function(synchro)
     if type(main) ~= "function" then
       argerror(1, "run", "function expected, got " .. type(main))
     end
-    if sched.current ~= nil then
+    if sched.current_task() ~= nil then
       error("synchro.run cannot be nested inside async code; await instead",
         2)
     end

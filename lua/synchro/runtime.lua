@@ -148,6 +148,49 @@ local function start(key, fn, ...)
   if task.state ~= "done" then calls[key] = task end
 end
 
+-- The fast path (src/vm/dispatch.c) -----------------------------------------
+-- A call of a defined function, taken by the loop itself, runs on a pooled
+-- coroutine that C resumes directly; when it returns without suspending,
+-- C replies, and no task is ever made. The task is made (adopted) only
+-- when the running code asks for it (sched.current_task(): to wait, spawn,
+-- be cancelled by the watch hook), or when the call yields or fails.
+
+R.fns = fns
+R.pool = loop.pool
+R.DONE = sched.DONE
+
+local function adopt(co, fn, key)
+  local task = loop:adopt(co, fn, reply, key)
+  calls[key] = task
+  return task
+end
+
+sched.materialize = function()
+  local co, fn, key = core.fast_take()
+  if co == nil then return nil end
+  local task = adopt(co, fn, key)
+  sched.current = task
+  return task
+end
+
+--- A coroutine for the fast path when the pool is empty.
+function R.new_coroutine() return loop:new_coroutine() end
+
+--- The fast call on co ended its first run with the outcome of resume
+--- (ok, values...) other than a plain return: it suspended, yielded,
+--- failed, or its task was made meanwhile. From here it is a task like
+--- any other.
+function R.fast_after(co, fn, key, ...)
+  local task = calls[key]
+  if task == nil or task.co ~= co then
+    task = adopt(co, fn, key)
+  end
+  local ok, err = pcall(loop.after, loop, task, co, ...)
+  loop.running = false
+  if not ok then error(err, 0) end
+  loop:run_ready()
+end
+
 ops[core.OP_CALL] = function(key, id, ...)
   local fn = fns[id]
   if type(fn) ~= "function" then
@@ -187,7 +230,8 @@ function R.load_chunk(code, chunkname)
 end
 
 function R.cancel(key)
-  local task = calls[key]
+  -- the call running on the fast path has no task until asked for it
+  local task = calls[key] or (sched.current_task() and calls[key])
   if task then loop:cancel(task) end
 end
 
@@ -241,7 +285,7 @@ local watchers = {
 --- unless that code is a task's.
 function R.watch(event, where, seconds)
   if not sched.in_task() then return nil end
-  return watchers[event](sched.current, where, seconds)
+  return watchers[event](sched.current_task(), where, seconds)
 end
 debug.getregistry()["synchro.watch"] = R.watch
 

@@ -77,8 +77,21 @@ function M.count(t)
   return n
 end
 
---- The running task, or nil.
+--- The running task, or nil. Read it through M.current_task(): in the
+--- loop VM a call that has not suspended runs with no task made yet (see
+--- the fast path in src/vm/dispatch.c), and current_task() makes it.
 M.current = nil
+--- Set by the loop VM's runtime: makes the task of the call running on
+--- the fast path, if any, and returns it.
+M.materialize = nil
+
+--- The running task, or nil.
+function M.current_task()
+  local task = M.current
+  if task == nil and M.materialize ~= nil then task = M.materialize() end
+  return task
+end
+local current_task = M.current_task
 --- Coroutines that run on behalf of a task (5.1's yield-safe pcall).
 M.children = setmetatable({}, { __mode = "k" })
 
@@ -103,10 +116,12 @@ function M.new(backend)
 end
 
 -- A pooled coroutine runs one task after another: it is resumed with
--- (task, args...) and yields (DONE, results...) when the task returns.
-local function worker(task, ...)
-  return worker(co_yield(DONE, task.fn(...)))
+-- (fn, args...) and yields (DONE, results...) when fn returns. The loop's
+-- fast path (src/vm/dispatch.c) resumes the same coroutines the same way.
+local function worker(fn, ...)
+  return worker(co_yield(DONE, fn(...)))
 end
+M.DONE = DONE
 
 function Sched:push(task, sig, value)
   local tail = self.tail + 1
@@ -188,7 +203,7 @@ function Sched:start(fn, on_done, tag, ...)
   else
     self.running = true
     local ok, err = pcall(self.resume, self, task, self:take_coroutine(task),
-      task, ...)
+      fn, ...)
     self.running = false
     if not ok then error(err, 0) end
     self:run_ready()
@@ -248,6 +263,14 @@ function Sched:finish(task, ok, ...)
   if self.nlive == 0 and self.on_empty then self.on_empty() end
 end
 
+--- A new worker coroutine (armed with the backend's watch hook).
+function Sched:new_coroutine()
+  local co = co_create(worker)
+  local watch = self.backend.watch
+  if watch then watch(co) end
+  return co
+end
+
 function Sched:take_coroutine(task)
   local pool = self.pool
   local n = #pool
@@ -256,12 +279,23 @@ function Sched:take_coroutine(task)
     co = pool[n]
     pool[n] = nil
   else
-    co = co_create(worker)
-    local watch = self.backend.watch
-    if watch then watch(co) end
+    co = self:new_coroutine()
   end
   task.co = co
   return co
+end
+
+--- The task of a call that runs on coroutine co already (the loop's fast
+--- path): what Sched:start would have made, made late.
+function Sched:adopt(co, fn, on_done, tag)
+  local task = new_task(self, fn)
+  task.on_done = on_done
+  task.tag = tag
+  task.discard = true
+  if self.by_tag then self.by_tag[tag] = task end
+  task.co = co
+  task.state = "running"
+  return task
 end
 
 function Sched:after(task, co, ok, a, ...)
@@ -297,7 +331,7 @@ function Sched:step(task)
   if co == nil then -- first run
     local args = task.args
     task.args = nil
-    return self:resume(task, self:take_coroutine(task), task,
+    return self:resume(task, self:take_coroutine(task), task.fn,
       unpack(args, 1, args.n))
   end
   local sig, value = task.sig, task.value
@@ -358,7 +392,7 @@ end
 --- The current task, or an error (at the user's line) naming the function
 --- that needs one, what (say "aio.sleep"), and what to do instead.
 function M.task(what)
-  local task = M.current
+  local task = current_task()
   if task == nil then
     check.error((what or "this function") .. " must be called from async " ..
       "code (a task of a Synchronizer or synchro.run); from plain code, " ..
@@ -400,7 +434,7 @@ end
 
 --- True when the running code is a task of some synchro scheduler.
 function M.in_task()
-  local task = M.current
+  local task = current_task()
   if task == nil then return false end
   local co = co_running()
   return co == task.co or M.children[co] == task
@@ -695,7 +729,8 @@ end
 --- Awaits a future (a call into a synchronizer) from a task. Cancelling the
 --- task cancels the call and still waits for its cleanup to finish.
 function M.await_future(fut)
-  local own = M.current and M.current.sched.backend.await
+  local current = current_task()
+  local own = current and current.sched.backend.await
   if own then return own(fut) end -- a foreign loop's scheduler (synchro.luv)
   if not fut:done() then
     local task, token = M.prepare("aio.await")
@@ -750,15 +785,15 @@ function M.yieldable_pcalls()
       local callable = fn
       co = co_create(function(...) return callable(...) end)
     end
-    M.children[co] = M.current
+    M.children[co] = current_task()
     return finish(co, handler, co_resume(co, ...))
   end
   local function safe_pcall(fn, ...)
-    if M.current == nil then return pcall(fn, ...) end
+    if current_task() == nil then return pcall(fn, ...) end
     return ypcall_impl(nil, fn, ...)
   end
   local function yxpcall(fn, handler, ...)
-    if M.current == nil then
+    if current_task() == nil then
       local args = pack(...)
       return xpcall(function() return fn(unpack(args, 1, args.n)) end,
         handler)

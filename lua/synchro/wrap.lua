@@ -34,7 +34,7 @@ return function(synchro, Synchronizer, P)
   local adapters = {}
 
   local function current_awaiter()
-    local task = sched.current
+    local task = sched.current_task()
     if task ~= nil and in_task() and task.sched.backend.notifier ~= nil then
       return sched.await_future
     end
@@ -74,7 +74,7 @@ return function(synchro, Synchronizer, P)
   local function submit_await(await, ud, id, timeout, ...)
     local server = callback_servers[await]
     if server == nil and await == sched.await_future and
-      sched.current.sched.backend.inbox then
+      sched.current_task().sched.backend.inbox then
       server = in_run -- the run scheduler serves its VM's inbox throughout
     end
     if server == nil then
@@ -105,7 +105,7 @@ return function(synchro, Synchronizer, P)
   end
 
   function Wrapped.__call(self, ...)
-    if sched.current ~= nil or adapters[1] ~= nil then
+    if sched.current_task() ~= nil or adapters[1] ~= nil then
       local await = current_awaiter()
       if await then
         return submit_await(await, self._ud, self._id, self._timeout, ...)

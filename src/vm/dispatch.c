@@ -27,7 +27,17 @@ typedef struct {
 typedef struct {
   int define, ops, cancel, close, shutdown;
   call_keys_t keys;
+  /* The fast path: the runtime's fns, pool (of worker coroutines) and
+   * sched tables, its new_coroutine and fast_after functions, and two
+   * registry slots holding the running fast call's coroutine and
+   * function. */
+  int fns, pool, sched, new_coroutine, fast_after, slot_co, slot_fn;
+  const void *done; /* sched.DONE, what a worker yields when fn returns */
+  synchro_call_t *fast_call; /* the call running on the fast path */
+  int fast_taken;            /* its task was made (core.fast_take) */
 } runtime_refs_t;
+
+#define POOL_MAX 64 /* as sched.lua's */
 
 /* Names the call; 0 when out of memory. */
 static int64_t key_new(call_keys_t *k, synchro_call_t *call) {
@@ -124,6 +134,156 @@ static void fail_call(lua_State *L, synchro_call_t *call, int status) {
   synchro__call_unref(call);
 }
 
+/* The results of call at first..first+n-1 on L: the call's reply.
+ * Completes the call and drops the loop's reference. */
+static void reply_results(lua_State *L, synchro_call_t *call, int first,
+                          int n) {
+  int status = SYNCHRO_CALL_OK, bad = 0;
+  int mode = call->plain_results ? SYNCHRO_MARSHAL_DATA
+                                 : SYNCHRO_MARSHAL_PROXY;
+  if (synchro__marshal_encode(L, first, n, mode, "results", &call->reply,
+                              &bad) != 0) {
+    /* A result that cannot cross is the call's error. */
+    int top = lua_gettop(L);
+    lua_pushfstring(L, "bad result #%d (%s)", bad, lua_tostring(L, -1));
+    lua_pushliteral(L, "");
+    call->reply.len = 0;
+    synchro__marshal_encode(L, top + 1, 2, SYNCHRO_MARSHAL_LENIENT, "error",
+                            &call->reply, NULL);
+    lua_settop(L, top - 1);
+    /* A Lua caller gets it as an error; a C caller as SYNCHRO_EMARSHAL. */
+    status = call->plain_results ? SYNCHRO_CALL_BAD_RESULT
+                                 : SYNCHRO_CALL_ERROR;
+  }
+  synchro__call_complete(call, status);
+  synchro__call_unref(call);
+}
+
+static void set_running(lua_State *L, runtime_refs_t *r, int running) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->sched);
+  lua_pushboolean(L, running);
+  lua_setfield(L, -2, "running");
+  lua_pop(L, 1);
+}
+
+/* Runs the tasks a fast call made ready (it ran with sched.running set,
+ * as Sched:start's first run does, so they were queued). */
+static void run_ready(lua_State *L, runtime_refs_t *r) {
+  lua_Integer head, tail;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->sched);
+  lua_getfield(L, -1, "head");
+  lua_getfield(L, -2, "tail");
+  head = lua_tointeger(L, -2);
+  tail = lua_tointeger(L, -1);
+  lua_pop(L, 2);
+  if (head <= tail) {
+    lua_getfield(L, -1, "run_ready");
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 0, 0) != 0)
+      report(L, "run_ready");
+  } else {
+    lua_pop(L, 1);
+  }
+}
+
+/* The fast path of an OP_CALL taken by the loop itself (not from inside a
+ * task, through the watch hook): the defined function runs on a pooled
+ * worker coroutine resumed here; if it returns without suspending and
+ * without asking for its task, the results are the reply and no Lua task
+ * was ever made. Otherwise runtime.fast_after makes the task and the
+ * scheduler takes over. Returns 0 (nothing done) when the call must take
+ * the slow path. */
+static int fast_call(lua_State *L, runtime_refs_t *r, synchro_call_t *call) {
+  int top = lua_gettop(L), n, nres = 0, status;
+  int64_t key;
+  lua_State *co;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->fns);
+  lua_rawgeti(L, -1, (lua_Integer)call->fn_id);
+  if (lua_type(L, -1) != LUA_TFUNCTION || key_new(&r->keys, call) == 0) {
+    lua_settop(L, top);
+    return 0;
+  }
+  /* [fns fn] -> [pool co fn args...] */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->pool);
+  n = (int)lua_rawlen(L, -1);
+  if (n > 0) {
+    lua_rawgeti(L, -1, n);
+    lua_pushnil(L);
+    lua_rawseti(L, -3, n);
+  } else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->new_coroutine);
+    if (lua_pcall(L, 0, 1, 0) != 0) {
+      fail_call(L, call, SYNCHRO_CALL_ERROR);
+      lua_settop(L, top);
+      return 1;
+    }
+  }
+  co = lua_tothread(L, -1);
+  lua_replace(L, top + 1);
+  lua_insert(L, top + 1); /* [pool co fn] */
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, LUA_REGISTRYINDEX, r->slot_fn);
+  lua_pushvalue(L, top + 2);
+  lua_rawseti(L, LUA_REGISTRYINDEX, r->slot_co);
+  n = synchro__marshal_decode(L, call->args.data, call->args.len);
+  if (n < 0) {
+    fail_call(L, call, SYNCHRO_CALL_ERROR);
+    lua_settop(L, top + 2); /* the coroutine back to the pool */
+    lua_rawseti(L, top + 1, (lua_Integer)lua_rawlen(L, top + 1) + 1);
+    lua_settop(L, top);
+    return 1;
+  }
+  lua_xmove(L, co, n + 1);
+  key = call->loop_key;
+  r->fast_call = call;
+  r->fast_taken = 0;
+  set_running(L, r, 1);
+  status = synchro__resume(co, L, n + 1, &nres);
+  r->fast_call = NULL;
+  /* From here on call is read only if the key still names it: a reply
+   * from inside the call (core.reply) may have completed and freed it. */
+  if (status == LUA_YIELD && !r->fast_taken && nres >= 1 &&
+      lua_topointer(co, -nres) == r->done) {
+    /* returned: the results are the reply; the coroutine waits in the
+     * pool for the next call */
+    lua_xmove(co, L, nres);
+    if (key_find(&r->keys, (lua_Integer)key) == call) {
+      key_free(&r->keys, call);
+      reply_results(L, call, top + 4, nres - 1);
+    } else {
+      lua_pushliteral(L, "core.reply: the call was replied to from "
+                         "inside it already; its results are dropped");
+      report(L, "call");
+    }
+    lua_settop(L, top + 2);
+    set_running(L, r, 0);
+    if (lua_rawlen(L, top + 1) < POOL_MAX)
+      lua_rawseti(L, top + 1, (lua_Integer)lua_rawlen(L, top + 1) + 1);
+    lua_settop(L, top);
+    run_ready(L, r);
+    return 1;
+  }
+  /* fast_after(co, fn, key, ok, values...) */
+  {
+    int nv = status == LUA_YIELD ? nres : 1;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->fast_after);
+    lua_pushvalue(L, top + 2);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->slot_fn);
+    lua_pushinteger(L, (lua_Integer)key);
+    lua_pushboolean(L, status == LUA_YIELD);
+    lua_xmove(co, L, nv);
+    if (lua_pcall(L, 4 + nv, 0, 0) != 0) {
+      set_running(L, r, 0);
+      if (key_find(&r->keys, (lua_Integer)key) == call)
+        fail_call(L, call, SYNCHRO_CALL_ERROR);
+      else
+        report(L, "call");
+    }
+  }
+  lua_settop(L, top);
+  return 1;
+}
+
 void synchro__dispatch(synchro_t *S, lua_State *L, synchro_msg_t *msg) {
   runtime_refs_t *r = refs_of(L);
   int top = lua_gettop(L), n;
@@ -139,6 +299,9 @@ void synchro__dispatch(synchro_t *S, lua_State *L, synchro_msg_t *msg) {
       fail_call(L, call, SYNCHRO_CALL_CLOSED);
       break;
     }
+    if (call->op == SYNCHRO_OP_CALL && L == S->L && r->fast_call == NULL &&
+        fast_call(L, r, call))
+      break;
     /* ops[op](call, id, args...) */
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->ops);
     lua_rawgeti(L, -1, call->op);
@@ -244,25 +407,10 @@ static synchro_call_t *check_call(lua_State *L, int idx) {
  * and drops the loop's reference: call it exactly once per call. */
 static int reply(lua_State *L) {
   synchro_call_t *call = check_call(L, 1);
-  int n = lua_gettop(L) - 2, status, bad = 0;
+  int status;
   if (lua_type(L, 2) == LUA_TBOOLEAN && lua_toboolean(L, 2)) {
-    status = SYNCHRO_CALL_OK;
-    int mode = call->plain_results ? SYNCHRO_MARSHAL_DATA
-                                   : SYNCHRO_MARSHAL_PROXY;
-    if (synchro__marshal_encode(L, 3, n, mode, "results", &call->reply,
-                                &bad) != 0) {
-      /* A result that cannot cross is the call's error. */
-      lua_pushfstring(L, "bad result #%d (%s)", bad, lua_tostring(L, -1));
-      lua_replace(L, 3);
-      lua_settop(L, 3);
-      lua_pushliteral(L, "");
-      call->reply.len = 0;
-      synchro__marshal_encode(L, 3, 2, SYNCHRO_MARSHAL_LENIENT, "error",
-                              &call->reply, NULL);
-      /* A Lua caller gets it as an error; a C caller as SYNCHRO_EMARSHAL. */
-      status = call->plain_results ? SYNCHRO_CALL_BAD_RESULT
-                                   : SYNCHRO_CALL_ERROR;
-    }
+    reply_results(L, call, 3, lua_gettop(L) - 2);
+    return 0;
   } else if (lua_type(L, 2) == LUA_TBOOLEAN) {
     status = SYNCHRO_CALL_ERROR;
     lua_settop(L, 4);
@@ -276,6 +424,20 @@ static int reply(lua_State *L) {
   synchro__call_complete(call, status);
   synchro__call_unref(call);
   return 0;
+}
+
+/* core.fast_take(): the coroutine, function and key of the call running
+ * on the fast path, whose task the runtime is making now; nothing when
+ * none runs or its task exists. */
+static int fast_take(lua_State *L) {
+  runtime_refs_t *r = refs_of(L);
+  if (r == NULL || r->fast_call == NULL || r->fast_taken)
+    return 0;
+  r->fast_taken = 1;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->slot_co);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->slot_fn);
+  lua_pushinteger(L, (lua_Integer)r->fast_call->loop_key);
+  return 3;
 }
 
 /* core.stop(): the runtime finished closing; stop the loop. */
@@ -292,6 +454,13 @@ static int ref_field(lua_State *L, int t, const char *name) {
   lua_getfield(L, t, name);
   if (lua_type(L, -1) != LUA_TFUNCTION)
     luaL_error(L, "synchro.runtime has no function '%s'", name);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static int ref_table(lua_State *L, int t, const char *name) {
+  lua_getfield(L, t, name);
+  if (lua_type(L, -1) != LUA_TTABLE)
+    luaL_error(L, "synchro.runtime has no table '%s'", name);
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
@@ -363,6 +532,8 @@ static int open_runtime(lua_State *L) {
   lua_setfield(L, -2, "reply");
   lua_pushcfunction(L, stop);
   lua_setfield(L, -2, "stop");
+  lua_pushcfunction(L, fast_take);
+  lua_setfield(L, -2, "fast_take");
   lua_pop(L, 1);
 
   lua_getglobal(L, "require");
@@ -378,13 +549,24 @@ static int open_runtime(lua_State *L) {
   lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, "synchro.runtime_refs");
   r->define = ref_field(L, t, "define");
-  lua_getfield(L, t, "ops");
-  if (lua_type(L, -1) != LUA_TTABLE)
-    luaL_error(L, "synchro.runtime has no table 'ops'");
-  r->ops = luaL_ref(L, LUA_REGISTRYINDEX);
+  r->ops = ref_table(L, t, "ops");
   r->cancel = ref_field(L, t, "cancel");
   r->close = ref_field(L, t, "close");
   r->shutdown = ref_field(L, t, "shutdown");
+  r->new_coroutine = ref_field(L, t, "new_coroutine");
+  r->fast_after = ref_field(L, t, "fast_after");
+  r->fns = ref_table(L, t, "fns");
+  r->pool = ref_table(L, t, "pool");
+  r->sched = ref_table(L, t, "sched");
+  lua_getfield(L, t, "DONE");
+  r->done = lua_topointer(L, -1);
+  if (r->done == NULL)
+    luaL_error(L, "synchro.runtime has no DONE");
+  luaL_ref(L, LUA_REGISTRYINDEX); /* kept: r->done stays its address */
+  lua_pushboolean(L, 0);
+  r->slot_co = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushboolean(L, 0);
+  r->slot_fn = luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;
 }
 

@@ -448,7 +448,7 @@ end
 --- holds it may release it.
 function Lock:release()
   check_self(self, Lock, "release", "lock")
-  if self.owner == nil or self.owner ~= sched.current or
+  if self.owner == nil or self.owner ~= sched.current_task() or
       not sched.in_task() then
     error("lock released by a task that does not hold it", 2)
   end

@@ -153,7 +153,7 @@ end
 
 -- The task of one connection: runs the handler, then closes the stream.
 local function run_handler(self, conn)
-  local me = sched.current
+  local me = sched.current_task()
   local ok, err = yxpcall(self.handler, handler_traceback, conn)
   conn:close()
   self.tasks[me] = nil

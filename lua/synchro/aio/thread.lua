@@ -86,7 +86,7 @@ end
 ---@return ...
 function M.run_in_thread(fn, ...)
   check_fn(fn, 1, "run_in_thread")
-  if not (sched.loop and sched.in_task() and sched.current.sched == sched.loop)
+  if not (sched.loop and sched.in_task() and sched.current_task().sched == sched.loop)
   then
     -- outside a loop's task: on the default synchronizer's loop
     return require("synchro").to_thread(fn, ...)
@@ -374,7 +374,7 @@ function M._install(synchro, Synchronizer)
   ---@return ...
   function synchro.to_thread(fn, ...)
     check_fn(fn, 1, "to_thread")
-    if sched.loop and sched.in_task() and sched.current.sched == sched.loop
+    if sched.loop and sched.in_task() and sched.current_task().sched == sched.loop
     then
       return run_on(nil, "synchro.to_thread", fn, ...)
     end
