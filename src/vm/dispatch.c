@@ -186,6 +186,15 @@ static void run_ready(lua_State *L, runtime_refs_t *r) {
   }
 }
 
+/* Gives the coroutine at top + 2 back to the pool at top + 1 (unless the
+ * pool is full) and leaves the stack at top. */
+static void pool_put(lua_State *L, int top) {
+  lua_settop(L, top + 2);
+  if (lua_rawlen(L, top + 1) < POOL_MAX)
+    lua_rawseti(L, top + 1, (lua_Integer)lua_rawlen(L, top + 1) + 1);
+  lua_settop(L, top);
+}
+
 /* The fast path of an OP_CALL taken by the loop itself (not from inside a
  * task, through the watch hook): the defined function runs on a pooled
  * worker coroutine resumed here; if it returns without suspending and
@@ -226,11 +235,11 @@ static int fast_call(lua_State *L, runtime_refs_t *r, synchro_call_t *call) {
   lua_pushvalue(L, top + 2);
   lua_rawseti(L, LUA_REGISTRYINDEX, r->slot_co);
   n = synchro__marshal_decode(L, call->args.data, call->args.len);
-  if (n < 0) {
+  if (n < 0 || !lua_checkstack(co, n + 1 + LUA_MINSTACK)) {
+    if (n >= 0)
+      lua_pushliteral(L, "too many arguments");
     fail_call(L, call, SYNCHRO_CALL_ERROR);
-    lua_settop(L, top + 2); /* the coroutine back to the pool */
-    lua_rawseti(L, top + 1, (lua_Integer)lua_rawlen(L, top + 1) + 1);
-    lua_settop(L, top);
+    pool_put(L, top);
     return 1;
   }
   lua_xmove(L, co, n + 1);
@@ -240,6 +249,12 @@ static int fast_call(lua_State *L, runtime_refs_t *r, synchro_call_t *call) {
   set_running(L, r, 1);
   status = synchro__resume(co, L, n + 1, &nres);
   r->fast_call = NULL;
+  if (status == LUA_YIELD && !lua_checkstack(L, nres + LUA_MINSTACK)) {
+    /* too many results to take: keep one, the scheduler raises it */
+    lua_settop(co, 0);
+    lua_pushliteral(co, "too many results");
+    status = LUA_ERRRUN;
+  }
   /* From here on call is read only if the key still names it: a reply
    * from inside the call (core.reply) may have completed and freed it. */
   if (status == LUA_YIELD && !r->fast_taken && nres >= 1 &&
@@ -255,11 +270,8 @@ static int fast_call(lua_State *L, runtime_refs_t *r, synchro_call_t *call) {
                          "inside it already; its results are dropped");
       report(L, "call");
     }
-    lua_settop(L, top + 2);
     set_running(L, r, 0);
-    if (lua_rawlen(L, top + 1) < POOL_MAX)
-      lua_rawseti(L, top + 1, (lua_Integer)lua_rawlen(L, top + 1) + 1);
-    lua_settop(L, top);
+    pool_put(L, top);
     run_ready(L, r);
     return 1;
   }
