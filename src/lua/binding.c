@@ -504,19 +504,46 @@ static int wait_servicing(synchro_call_t *call, double timeout, void *L) {
 /* core.call(wrapped, ...) -> results: the blocking call. wrapped is the
  * wrapped function's table: _ud (the synchronizer), _id, _timeout (already
  * normalised by S:wrap; nil for no limit). */
+/* l_call's upvalues: the Synchronizer metatable, then the keys it reads
+ * from its target table (own fields, read raw: no string is made per
+ * call). */
+enum { UP_S_MT = 1, UP_UD, UP_OP, UP_ID, UP_TIMEOUT, UP_COUNT = UP_TIMEOUT };
+
+static void raw_field(lua_State *L, int t, int key) {
+  lua_pushvalue(L, lua_upvalueindex(key));
+  lua_rawget(L, t);
+}
+
 static int l_call(lua_State *L) {
   synchro_t *S;
-  lua_Integer id;
-  double timeout;
-  int n, rc, ncb, op, top = lua_gettop(L);
+  S_box_t *box;
+  lua_Integer id = 0;
+  double timeout = SYNCHRO_NO_LIMIT;
+  int n, rc, ncb, op = SYNCHRO_OP_CALL, top = lua_gettop(L);
   synchro_call_t *call;
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_getfield(L, 1, "_ud"); /* the table keeps it alive */
-  S = check_S(L, top + 1);
-  id = check_target(L, 1, &op);
-  lua_pushnil(L);
-  lua_getfield(L, 1, "_timeout");
-  timeout = synchro__opt_time(L, top + 3, "call", "timeout", SYNCHRO_NO_LIMIT);
+  raw_field(L, 1, UP_UD); /* the table keeps it alive */
+  box = lua_touserdata(L, top + 1);
+  if (box == NULL || !lua_getmetatable(L, top + 1) ||
+      !lua_rawequal(L, -1, lua_upvalueindex(UP_S_MT)))
+    return luaL_argerror(L, 1, "a wrapped function (its synchronizer is "
+                               "missing)");
+  if (box->S == NULL)
+    return luaL_argerror(L, 1, "synchronizer was released");
+  S = box->S;
+  raw_field(L, 1, UP_OP);
+  raw_field(L, 1, UP_ID);
+  raw_field(L, 1, UP_TIMEOUT);
+  if (!lua_isnil(L, -3)) {
+    op = (int)luaL_checkinteger(L, -3);
+    if (op < 0 || op >= SYNCHRO_OP_COUNT)
+      luaL_argerror(L, 1, "unknown op");
+  }
+  if (!lua_isnil(L, -2))
+    id = luaL_checkinteger(L, -2);
+  if (!lua_isnil(L, -1))
+    timeout = synchro__opt_time(L, top + 5, "call", "timeout",
+                                SYNCHRO_NO_LIMIT);
   lua_settop(L, top);
   if (synchro__is_loop_thread(S))
     return luaL_error(L, "a blocking call cannot run on its own "
@@ -624,7 +651,7 @@ int synchro__lua_open(lua_State *L) {
       {"state", l_state},       {"identity", l_identity},
       {"set_slow", l_set_slow},
       {"loop_identity", l_loop_identity},
-      {"define", l_define},     {"call", l_call},
+      {"define", l_define},
       {"submit", l_submit},     {"traceback", l_traceback},
       {"export", l_export},     {"import", l_import},
       {"submit_cb", l_submit_cb},
@@ -659,6 +686,13 @@ int synchro__lua_open(lua_State *L) {
 #endif
   pin_module();
   luaL_newlib(L, funcs);
+  luaL_getmetatable(L, S_MT);
+  lua_pushliteral(L, "_ud");
+  lua_pushliteral(L, "_op");
+  lua_pushliteral(L, "_id");
+  lua_pushliteral(L, "_timeout");
+  lua_pushcclosure(L, l_call, UP_COUNT);
+  lua_setfield(L, -2, "call");
   register_ops(L);
   synchro__timer_register(L);
   synchro__vmaux_register(L);
