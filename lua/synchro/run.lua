@@ -55,6 +55,7 @@ return function(synchro)
 
   local function run_loop(s, main_task, backend, timers)
     local interrupted = false
+    local taken_keys, taken_calls = {}, {} -- reused by every take
     while s.nlive > 0 do
       s:run_ready()
       if s.nlive == 0 then break end
@@ -69,14 +70,12 @@ return function(synchro)
         -- Ctrl-C: cancel everything, let cleanup run, then re-raise.
         for task in pairs(s.live) do s:cancel(task) end
       end
-      local keys, callbacks = backend.notifier:take()
+      local keys, callbacks = backend.notifier:take(taken_keys, taken_calls)
       for i = 1, #callbacks do s:spawn(serve_callback, callbacks[i]) end
       for i = 1, #keys do
         local list = backend.waiting[keys[i]]
         backend.waiting[keys[i]] = nil
-        if list then
-          for j = 1, #list do list[j]() end
-        end
+        if list then sched.wake_list(list) end
       end
       timers.fire()
     end

@@ -11,14 +11,13 @@ local backend = { timer = core.timer, now = core.now, waiting = {},
 local loop = sched.new(backend)
 -- Futures of other synchronizers that this loop's tasks await complete
 -- into the loop's notifier, which wakes the loop to take them.
+local taken_keys, taken_calls = {}, {} -- reused by every take
 backend.notifier = core.loop_notifier(function()
-  local keys = backend.notifier:take()
+  local keys = backend.notifier:take(taken_keys, taken_calls)
   for i = 1, #keys do
     local list = backend.waiting[keys[i]]
     backend.waiting[keys[i]] = nil
-    if list then
-      for j = 1, #list do list[j]() end
-    end
+    if list then sched.wake_list(list) end
   end
 end)
 R.sched = loop

@@ -726,6 +726,15 @@ function M.timeout(seconds, fn, ...)
   return outcome(child)
 end
 
+--- Wakes the tasks of a waiting list (backend.waiting[key], filled by
+--- await_future): pairs of task and token.
+function M.wake_list(list)
+  for j = 1, #list, 2 do
+    local task = list[j]
+    task.sched:wake(task, list[j + 1])
+  end
+end
+
 --- Awaits a future (a call into a synchronizer) from a task. Cancelling the
 --- task cancels the call and still waits for its cleanup to finish.
 function M.await_future(fut)
@@ -749,7 +758,8 @@ function M.await_future(fut)
         error("this future is already awaited by another scheduler", 2)
       end
     end
-    list[#list + 1] = function() task.sched:wake(task, token) end
+    list[#list + 1] = task
+    list[#list + 1] = token
     M.suspend(task, function() fut:cancel(); return true end)
   end
   return fut:outcome()

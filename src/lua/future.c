@@ -161,13 +161,30 @@ static int n_gc(lua_State *L) {
   return 0;
 }
 
-/* notifier:take() -> keys, reverse: the keys of completed calls, and
- * the callback calls that arrived (futures, see core.rargs), oldest first
- * (maybe empty). */
+/* Ends list t at index i + 1: t[i + 1], t[i + 2], ... up to the first
+ * nil become nil (what an earlier take left there). */
+static void end_list(lua_State *L, int t, int i) {
+  for (;;) {
+    lua_rawgeti(L, t, ++i);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      return;
+    }
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_rawseti(L, t, i);
+  }
+}
+
+/* notifier:take([keys, reverse]) -> keys, reverse: the keys of completed
+ * calls, and the callback calls that arrived (futures, see core.rargs),
+ * oldest first (maybe empty). Given two tables, it fills those (from
+ * index 1, the rest cleared) instead of making new ones: a scheduler that
+ * keeps them allocates nothing per wake. */
 static int n_take(lua_State *L) {
   synchro_notifier_t *n = check_notifier(L, 1);
   synchro_call_t *call;
-  int i = 0, j = 0;
+  int i = 0, j = 0, reuse = lua_istable(L, 2) && lua_istable(L, 3);
   synchro__event_reset(&n->ready);
   /* not readable until the next push */
   if (__atomic_load_n(&n->fd, __ATOMIC_SEQ_CST) >= 0) {
@@ -176,8 +193,13 @@ static int n_take(lua_State *L) {
     (void)r;
   }
   call = synchro__notifier_take(n);
-  lua_newtable(L);
-  lua_newtable(L);
+  if (reuse) {
+    lua_settop(L, 3);
+  } else {
+    lua_settop(L, 1);
+    lua_newtable(L);
+    lua_newtable(L);
+  }
   while (call != NULL) {
     synchro_call_t *next = call->done_next;
     /* a callback call to serve (not one whose answer came back) */
@@ -191,6 +213,10 @@ static int n_take(lua_State *L) {
     /* The future that listened still holds the call alive. */
     synchro__call_unref(call);
     call = next;
+  }
+  if (reuse) {
+    end_list(L, 2, i);
+    end_list(L, 3, j);
   }
   return 2;
 }
