@@ -199,4 +199,45 @@ describe("the loop's fast path", function()
       assert.are.equal(2, run(function(x) return inc(x) end, 1))
       T:close()
     end)
+
+  describe("fut:spin and .aio from synchro.run", function()
+    it("says whether the call is done, spinning a bounded time", function()
+      local quick = S:wrap(function(x) return x end)
+      local slow = S:wrap(function() synchro.aio.sleep(0.3) return "slow" end)
+      local fut = quick.future(5)
+      assert.is_true(util.wait_for(function() return fut:spin() end, 10))
+      assert.are.equal(5, fut:result())
+      local now = require("synchro.core").now
+      local sf = slow.future()
+      local t0 = now()
+      assert.is_false(sf:spin())
+      assert.is_true(now() - t0 < 0.25) -- a spin, not a wait
+      assert.are.equal("slow", sf:result())
+      assert.has_error(function() fut.spin({}) end)
+    end)
+
+    it("keeps awaits concurrent: a spin never holds up other tasks",
+      function()
+        local nap = S:wrap(function(x)
+          synchro.aio.sleep(0.4)
+          return x
+        end)
+        local echo = S:wrap(function(x) return x end)
+        local now = require("synchro.core").now
+        local t0 = now()
+        local r = synchro.run(function()
+          local aio = synchro.aio
+          local ts = {}
+          for i = 1, 4 do ts[i] = aio.spawn(function() return nap.aio(i) end) end
+          -- quick awaits while the naps run
+          local sum = 0
+          for i = 1, 1000 do sum = sum + echo.aio(i) end
+          local out = { sum }
+          for i = 1, 4 do out[#out + 1] = ts[i]:join() end
+          return out
+        end)
+        assert.are.same({ 500500, 1, 2, 3, 4 }, r)
+        assert.is_true(now() - t0 < 1.5, "the naps ran one after another")
+      end)
+  end)
 end)

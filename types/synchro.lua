@@ -320,6 +320,13 @@ function Future:status() end
 ---@return ...
 function Future:outcome() end
 
+--- True once the call is done, after spinning briefly for it (never
+--- parking, and only where spinning has been paying off): for a
+--- scheduler with nothing else to run, before it suspends the awaiting
+--- task.
+---@return boolean
+function Future:spin() end
+
 --- cqueues' poll protocol: the fd that becomes readable when done.
 ---@return integer
 function Future:pollfd() end

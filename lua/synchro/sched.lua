@@ -743,9 +743,16 @@ function M.await_future(fut)
   if own then return own(fut) end -- a foreign loop's scheduler (synchro.luv)
   if not fut:done() then
     local task, token = M.prepare("aio.await")
-    local backend = task.sched.backend
+    local s = task.sched
+    local backend = s.backend
     if not backend.notifier then
       error("this scheduler cannot await futures of another synchronizer", 2)
+    end
+    -- synchro.run with nothing else ready: a short spin (where spinning
+    -- has been paying off) often finds the call done, and saves the
+    -- round through the scheduler. Never on a loop: it has I/O to serve.
+    if backend.inbox and s.head > s.tail and fut:spin() then
+      return fut:outcome()
     end
     local key = fut:key()
     local waiting = backend.waiting

@@ -8,6 +8,7 @@ local argerror = check.argerror
 
 return function(synchro, Synchronizer, P)
   local core_call, core_submit = core.call, core.submit
+  local core_submit_cb = core.submit_cb
   local core_deadline = core.deadline
   local OP_RETAIN_FN, OP_RELEASE_FN = core.OP_RETAIN_FN, core.OP_RELEASE_FN
   local in_task = sched.in_task
@@ -82,13 +83,20 @@ return function(synchro, Synchronizer, P)
       if timeout then core_deadline(fut, timeout) end
       return await(fut)
     end
-    server.enter()
-    local ok, fut, cbs = pcall(core.submit_cb, ud, id, ...)
-    if ok and timeout then core_deadline(fut, timeout) end
-    if not ok or cbs == nil then
-      server.leave()
-      if not ok then error(fut, 0) end
-      return await(fut)
+    local ok, fut, cbs
+    if server == in_run then -- nothing to enter or leave: no pcall
+      fut, cbs = core_submit_cb(ud, id, ...)
+      if timeout then core_deadline(fut, timeout) end
+      if cbs == nil then return await(fut) end
+    else
+      server.enter()
+      ok, fut, cbs = pcall(core_submit_cb, ud, id, ...)
+      if ok and timeout then core_deadline(fut, timeout) end
+      if not ok or cbs == nil then
+        server.leave()
+        if not ok then error(fut, 0) end
+        return await(fut)
+      end
     end
     if server.wait then
       -- waits without raising (no pcall needed around a yield: PUC 5.1)

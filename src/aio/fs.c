@@ -91,7 +91,7 @@ static void push_file(lua_State *L, uv_loop_t *loop, uv_file fd) {
 /* file:close() (and __gc, __close): closes the fd now, or when the last
  * request using it ends. Returns true or nil, err, code; idempotent. */
 static int file_close(lua_State *L) {
-  file_box_t *box = luaL_checkudata(L, 1, FILE_MT);
+  file_box_t *box = synchro__check_udata(L, 1, FILE_MT);
   fs_file_t *f = box->file;
   int err = 0;
   if (f == NULL) {
@@ -112,7 +112,7 @@ static int file_close(lua_State *L) {
 
 /* file:fileno() -> the fd, or nil once closed. */
 static int file_fileno(lua_State *L) {
-  file_box_t *box = luaL_checkudata(L, 1, FILE_MT);
+  file_box_t *box = synchro__check_udata(L, 1, FILE_MT);
   if (box->file == NULL)
     return 0;
   lua_pushinteger(L, box->file->fd);
@@ -120,7 +120,7 @@ static int file_fileno(lua_State *L) {
 }
 
 static int file_tostring(lua_State *L) {
-  file_box_t *box = luaL_checkudata(L, 1, FILE_MT);
+  file_box_t *box = synchro__check_udata(L, 1, FILE_MT);
   if (box->file == NULL)
     lua_pushliteral(L, "synchro.fs.file (closed)");
   else
@@ -130,7 +130,7 @@ static int file_tostring(lua_State *L) {
 
 /* Argument i: an open file object or a file descriptor (an integer). */
 static uv_file check_target(lua_State *L, int i, fs_file_t **file) {
-  file_box_t *box = luaL_testudata(L, i, FILE_MT);
+  file_box_t *box = synchro__test_udata(L, i, FILE_MT);
   lua_Integer fd;
   *file = NULL;
   if (box != NULL) {
@@ -460,7 +460,7 @@ static int fs_close(lua_State *L) {
   fs_file_t *unused;
   uv_file fd;
   int err;
-  if (luaL_testudata(L, 1, FILE_MT) != NULL)
+  if (synchro__test_udata(L, 1, FILE_MT) != NULL)
     return file_close(L);
   fd = check_target(L, 1, &unused);
   err = close_fd(&synchro__loop_of(L)->loop, fd);

@@ -75,7 +75,7 @@ static int watch_new(lua_State *L) {
 
 /* handle:close() (and __gc, __close); safe to call twice. */
 static int watch_close(lua_State *L) {
-  watch_box_t *box = luaL_checkudata(L, 1, WATCH_MT);
+  watch_box_t *box = synchro__check_udata(L, 1, WATCH_MT);
   loop_watch_t *w = box->watch;
   if (w == NULL)
     return 0;

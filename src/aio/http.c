@@ -458,7 +458,7 @@ static size_t on_read(char *dest, size_t size, size_t n, void *ud) {
 /* ---- transfers from Lua ---- */
 
 static transfer_t *check_transfer(lua_State *L) {
-  transfer_box_t *box = luaL_checkudata(L, 1, TRANSFER_MT);
+  transfer_box_t *box = synchro__check_udata(L, 1, TRANSFER_MT);
   if (box->t == NULL)
     luaL_argerror(L, 1, "transfer is closed");
   return box->t;
@@ -494,7 +494,7 @@ static void release(lua_State *L, transfer_box_t *box) {
 /* transfer:close(), also __gc and __close: removes the transfer from curl
  * at once (a cancelled request); safe to call twice. */
 static int transfer_close(lua_State *L) {
-  release(L, luaL_checkudata(L, 1, TRANSFER_MT));
+  release(L, synchro__check_udata(L, 1, TRANSFER_MT));
   return 0;
 }
 

@@ -70,7 +70,7 @@ typedef struct {
 static void free_handle(uv_handle_t *handle) { free(handle); }
 
 static pg_box_t *check_box(lua_State *L) {
-  return luaL_checkudata(L, 1, PG_MT);
+  return synchro__check_udata(L, 1, PG_MT);
 }
 
 static pg_conn_t *check_pg(lua_State *L) {
@@ -615,7 +615,7 @@ static void *cancel_main(void *arg) {
 }
 
 static int cancel_gc(lua_State *L) {
-  cancel_box_t *box = luaL_checkudata(L, 1, CANCEL_MT);
+  cancel_box_t *box = synchro__check_udata(L, 1, CANCEL_MT);
   if (box->req != NULL) {
     cancel_let_go(box->req, L);
     cancel_unref(box->req);

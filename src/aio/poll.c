@@ -27,7 +27,7 @@ typedef struct {
 static void on_closed(uv_handle_t *handle) { free(handle->data); }
 
 static loop_poll_t *check_poll(lua_State *L) {
-  poll_box_t *box = luaL_checkudata(L, 1, POLL_MT);
+  poll_box_t *box = synchro__check_udata(L, 1, POLL_MT);
   if (box->poll == NULL)
     luaL_argerror(L, 1, "poll handle is closed");
   return box->poll;
@@ -113,7 +113,7 @@ static int poll_stop(lua_State *L) {
 
 /* handle:close(), also __gc and __close; safe to call twice. */
 static int poll_close(lua_State *L) {
-  poll_box_t *box = luaL_checkudata(L, 1, POLL_MT);
+  poll_box_t *box = synchro__check_udata(L, 1, POLL_MT);
   loop_poll_t *p = box->poll;
   if (p == NULL)
     return 0;

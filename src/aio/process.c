@@ -253,7 +253,7 @@ static int spawn(lua_State *L) {
  * group): every process of the group, even after the child exited (ESRCH
  * once none is left). */
 static int proc_kill(lua_State *L) {
-  proc_box_t *box = luaL_checkudata(L, 1, PROC_MT);
+  proc_box_t *box = synchro__check_udata(L, 1, PROC_MT);
   int signum = (int)luaL_checkinteger(L, 2);
   loop_proc_t *p = box->proc;
   int err;
@@ -289,7 +289,7 @@ static int environ_list(lua_State *L) {
 
 /* __gc: see the top of the file. */
 static int proc_gc(lua_State *L) {
-  proc_box_t *box = luaL_checkudata(L, 1, PROC_MT);
+  proc_box_t *box = synchro__check_udata(L, 1, PROC_MT);
   loop_proc_t *p = box->proc;
   if (p == NULL)
     return 0;

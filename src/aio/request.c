@@ -208,7 +208,7 @@ void synchro__req_done(synchro__req_t *r, int status) {
 
 /* req:cancel(): abandons the request (see the top); idempotent. */
 static int req_cancel(lua_State *L) {
-  req_box_t *box = luaL_checkudata(L, 1, REQ_MT);
+  req_box_t *box = synchro__check_udata(L, 1, REQ_MT);
   synchro__req_t *r = box->req;
   if (r == NULL || r->abandoned)
     return 0;
@@ -222,7 +222,7 @@ static int req_cancel(lua_State *L) {
 
 /* Collected while in flight (at lua_close): the request goes on. */
 static int req_gc(lua_State *L) {
-  req_box_t *box = luaL_checkudata(L, 1, REQ_MT);
+  req_box_t *box = synchro__check_udata(L, 1, REQ_MT);
   if (box->req != NULL) {
     box->req->box = NULL;
     box->req = NULL;

@@ -70,7 +70,7 @@ static int signal_new(lua_State *L) {
 
 /* handle:close() (and __gc, __close); safe to call twice. */
 static int signal_close(lua_State *L) {
-  signal_box_t *box = luaL_checkudata(L, 1, SIGNAL_MT);
+  signal_box_t *box = synchro__check_udata(L, 1, SIGNAL_MT);
   loop_signal_t *s = box->sig;
   if (s == NULL)
     return 0;

@@ -61,7 +61,7 @@ synchro__stream_t *synchro__stream_push_new(lua_State *L, synchro_t *S,
 
 synchro__stream_t *synchro__stream_check(lua_State *L, int idx,
                                          uv_handle_type type) {
-  stream_box_t *box = luaL_checkudata(L, idx, STREAM_MT);
+  stream_box_t *box = synchro__check_udata(L, idx, STREAM_MT);
   synchro__stream_t *s = box->s;
   if (s == NULL)
     luaL_argerror(L, idx, "stream is closed");
@@ -88,7 +88,7 @@ static void release(lua_State *L, stream_box_t *box) {
 }
 
 void synchro__stream_close_at(lua_State *L, int idx) {
-  release(L, luaL_checkudata(L, idx, STREAM_MT));
+  release(L, synchro__check_udata(L, idx, STREAM_MT));
 }
 
 /* h:close(), also __gc and __close; safe to call twice. */

@@ -27,7 +27,7 @@ static void on_timer(uv_timer_t *handle) {
 }
 
 static loop_timer_t *check_timer(lua_State *L) {
-  timer_box_t *box = luaL_checkudata(L, 1, TIMER_MT);
+  timer_box_t *box = synchro__check_udata(L, 1, TIMER_MT);
   if (box->timer == NULL)
     luaL_argerror(L, 1, "timer is closed");
   return box->timer;
@@ -79,7 +79,7 @@ static int timer_stop(lua_State *L) {
 }
 
 static int timer_close(lua_State *L) {
-  timer_box_t *box = luaL_checkudata(L, 1, TIMER_MT);
+  timer_box_t *box = synchro__check_udata(L, 1, TIMER_MT);
   loop_timer_t *t = box->timer;
   if (t == NULL)
     return 0;

@@ -88,7 +88,7 @@ static int alpn_select(SSL *ssl, const unsigned char **out,
 }
 
 static tls_ctx_t *check_ctx(lua_State *L, int idx) {
-  ctx_box_t *box = luaL_checkudata(L, idx, CTX_MT);
+  ctx_box_t *box = synchro__check_udata(L, idx, CTX_MT);
   if (box->c == NULL)
     luaL_argerror(L, idx, "TLS context is released");
   return box->c;
@@ -175,7 +175,7 @@ static int tls_context(lua_State *L) {
 }
 
 static int ctx_gc(lua_State *L) {
-  ctx_box_t *box = luaL_checkudata(L, 1, CTX_MT);
+  ctx_box_t *box = synchro__check_udata(L, 1, CTX_MT);
   tls_ctx_t *c = box->c;
   box->c = NULL;
   ctx_unref(c);
@@ -183,7 +183,7 @@ static int ctx_gc(lua_State *L) {
 }
 
 static session_t *check_session(lua_State *L, int idx) {
-  session_t *s = luaL_checkudata(L, idx, SESSION_MT);
+  session_t *s = synchro__check_udata(L, idx, SESSION_MT);
   if (s->ssl == NULL)
     luaL_argerror(L, idx, "TLS session is closed");
   return s;
@@ -259,7 +259,7 @@ static void session_release(session_t *s) {
 
 /* s:close(), also __gc; safe twice. */
 static int session_close(lua_State *L) {
-  session_release(luaL_checkudata(L, 1, SESSION_MT));
+  session_release(synchro__check_udata(L, 1, SESSION_MT));
   return 0;
 }
 

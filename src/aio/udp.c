@@ -32,7 +32,7 @@ typedef struct {
 static void on_closed(uv_handle_t *handle) { free(handle->data); }
 
 static udp_box_t *check_box(lua_State *L) {
-  return luaL_checkudata(L, 1, UDP_MT);
+  return synchro__check_udata(L, 1, UDP_MT);
 }
 
 static loop_udp_t *check_udp(lua_State *L) {

@@ -432,7 +432,7 @@ static void on_job_done(uv_async_t *async) {
 
 /* Collects the pool with the loop VM: see the top of the file. */
 static int pool_shutdown(lua_State *L) {
-  pool_box_t *box = luaL_checkudata(L, 1, POOL_MT);
+  pool_box_t *box = synchro__check_udata(L, 1, POOL_MT);
   pool_t *pool = box->pool;
   uv_thread_t *join;
   worker_t *w;
@@ -538,7 +538,7 @@ pool_t *synchro__workers_opt_pool(lua_State *L, int idx) {
   pool_box_t *box;
   if (lua_isnoneornil(L, idx))
     return get_pool(L, 1);
-  box = luaL_checkudata(L, idx, POOL_MT);
+  box = synchro__check_udata(L, idx, POOL_MT);
   if (box->pool == NULL)
     luaL_error(L, "this worker pool is closed");
   return box->pool;
@@ -667,7 +667,7 @@ static int workers_cancel(lua_State *L) {
   if (lua_isnoneornil(L, 2)) {
     pool = get_pool(L, 0);
   } else { /* a private pool shut down has no job left to cancel */
-    pool_box_t *box = luaL_checkudata(L, 2, POOL_MT);
+    pool_box_t *box = synchro__check_udata(L, 2, POOL_MT);
     pool = box->pool;
   }
   if (pool != NULL) {

@@ -156,7 +156,7 @@ static int workers_gen(lua_State *L) {
 }
 
 static job_t *check_gen(lua_State *L) {
-  gen_box_t *box = luaL_checkudata(L, 1, GEN_MT);
+  gen_box_t *box = synchro__check_udata(L, 1, GEN_MT);
   return box->job;
 }
 
@@ -249,7 +249,7 @@ static int gen_stop(lua_State *L) {
 /* gen:close() (and __gc): stops it and lets it go: no notify after this;
  * safe to call twice. */
 static int gen_close(lua_State *L) {
-  gen_box_t *box = luaL_checkudata(L, 1, GEN_MT);
+  gen_box_t *box = synchro__check_udata(L, 1, GEN_MT);
   job_t *job = box->job;
   pool_t *pool;
   if (job == NULL)

@@ -114,6 +114,9 @@ void synchro__spin_record(synchro_spin_t *spin, int paid);
 int synchro__event_wait(synchro_event_t *ev, double timeout,
                         synchro_interrupt_cb interrupt, void *ud,
                         synchro_spin_t *spin);
+/* Only the spin of synchro__event_wait (never parks): whether ev was
+ * set, or became set while spinning was paying off. Thread: any. */
+int synchro__event_spin(synchro_event_t *ev, synchro_spin_t *spin);
 /* Thread: any. */
 void synchro__event_set(synchro_event_t *ev);
 /* Only while nobody waits. */

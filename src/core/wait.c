@@ -109,25 +109,22 @@ void synchro__spin_record(synchro_spin_t *spin, int paid) {
   __atomic_store_n(&spin->score, score, __ATOMIC_RELAXED);
 }
 
-int synchro__event_wait(synchro_event_t *ev, double timeout,
-                        synchro_interrupt_cb interrupt, void *ud,
-                        synchro_spin_t *spin) {
-  uint64_t start = synchro__now_ns(), now, deadline = UINT64_MAX;
+/* Spins until ev is set, deadline passes or the spin stops paying off;
+ * returns whether ev was set. */
+static int spin_until(synchro_event_t *ev, uint64_t start, uint64_t deadline,
+                      synchro_spin_t *spin) {
   unsigned i;
   int spinning;
-  if (synchro__load(&ev->word) == 1)
-    return 0;
-  if (timeout >= 0)
-    deadline = start + (uint64_t)(timeout * 1e9);
-  /* Spin: a reply usually comes back within a few microseconds, when the
+  /* A reply usually comes back within a few microseconds, when the
    * machine has a core for the loop. Yield now and then, so that on a
    * machine with fewer cores than busy threads the thread we wait for
    * (the loop) gets to run; and stop spinning where it has not been
    * paying off (a loaded machine, a slow call). */
   for (i = 0, spinning = synchro__spin_wanted(spin); spinning; i++) {
+    uint64_t now;
     if (synchro__load(&ev->word) == 1) {
       synchro__spin_record(spin, 1);
-      return 0;
+      return 1;
     }
     synchro__cpu_relax();
     if ((i & 63) == 63) {
@@ -141,6 +138,25 @@ int synchro__event_wait(synchro_event_t *ev, double timeout,
       sched_yield();
     }
   }
+  return synchro__load(&ev->word) == 1;
+}
+
+int synchro__event_spin(synchro_event_t *ev, synchro_spin_t *spin) {
+  if (synchro__load(&ev->word) == 1)
+    return 1;
+  return spin_until(ev, synchro__now_ns(), UINT64_MAX, spin);
+}
+
+int synchro__event_wait(synchro_event_t *ev, double timeout,
+                        synchro_interrupt_cb interrupt, void *ud,
+                        synchro_spin_t *spin) {
+  uint64_t start = synchro__now_ns(), now, deadline = UINT64_MAX;
+  if (synchro__load(&ev->word) == 1)
+    return 0;
+  if (timeout >= 0)
+    deadline = start + (uint64_t)(timeout * 1e9);
+  if (spin_until(ev, start, deadline, spin))
+    return 0;
   for (;;) {
     uint32_t word = 0;
     uint64_t slice = SLICE_NS;

@@ -16,7 +16,7 @@ typedef struct {
 } S_box_t;
 
 static synchro_t *check_S(lua_State *L, int idx) {
-  S_box_t *box = luaL_checkudata(L, idx, S_MT);
+  S_box_t *box = synchro__check_udata(L, idx, S_MT);
   if (box->S == NULL)
     luaL_argerror(L, idx, "synchronizer was released");
   return box->S;
@@ -292,7 +292,7 @@ static int l_synchronizer(lua_State *L) {
  * blocks, leaves the callbacks of a call being encoded alone: safe in
  * __gc. */
 static int l_post(lua_State *L) {
-  S_box_t *box = luaL_checkudata(L, 1, S_MT);
+  S_box_t *box = synchro__check_udata(L, 1, S_MT);
   int op = (int)luaL_checkinteger(L, 2);
   lua_Integer id = luaL_checkinteger(L, 3);
   synchro_call_t *call;
@@ -330,7 +330,7 @@ static int l_close(lua_State *L) {
 }
 
 static int l_gc(lua_State *L) {
-  S_box_t *box = luaL_checkudata(L, 1, S_MT);
+  S_box_t *box = synchro__check_udata(L, 1, S_MT);
   if (box->S != NULL) {
     if (!box->imported)
       synchro__close(box->S, box->S->grace);
@@ -353,7 +353,7 @@ static int l_set_slow(lua_State *L) {
 /* core.state(S) -> "new" | "running" | "closing" | "closed" */
 static int l_state(lua_State *L) {
   static const char *const names[] = {"new", "running", "closing", "closed"};
-  S_box_t *box = luaL_checkudata(L, 1, S_MT);
+  S_box_t *box = synchro__check_udata(L, 1, S_MT);
   lua_pushstring(L, box->S == NULL ? "closed"
                                    : names[synchro__load(&box->S->state)]);
   return 1;

@@ -10,15 +10,24 @@
 #define NOTIFIER_MT "synchro.Notifier"
 
 static synchro_call_t *check_future(lua_State *L) {
-  synchro_call_t **box = luaL_checkudata(L, 1, FUTURE_MT);
+  synchro_call_t **box = synchro__check_udata(L, 1, FUTURE_MT);
   return *box;
 }
 
 static int f_gc(lua_State *L) {
-  synchro_call_t **box = luaL_checkudata(L, 1, FUTURE_MT);
+  synchro_call_t **box = synchro__check_udata(L, 1, FUTURE_MT);
   synchro__call_unref(*box);
   *box = NULL;
   return 0;
+}
+
+/* fut:spin() -> whether the call is done, after spinning briefly for it
+ * where spinning has been paying off (never parks: for a scheduler with
+ * nothing else to run, before it suspends the awaiting task). */
+static int f_spin(lua_State *L) {
+  synchro_call_t *call = check_future(L);
+  lua_pushboolean(L, synchro__event_spin(&call->done, &call->S->call_spin));
+  return 1;
 }
 
 /* fut:wait([timeout]) -> true when done, false on timeout. Ctrl-C cancels
@@ -116,7 +125,7 @@ static int f_key(lua_State *L) {
 }
 
 static synchro_notifier_t *check_notifier(lua_State *L, int idx) {
-  synchro_notifier_t **box = luaL_checkudata(L, idx, NOTIFIER_MT);
+  synchro_notifier_t **box = synchro__check_udata(L, idx, NOTIFIER_MT);
   return *box;
 }
 
@@ -155,7 +164,7 @@ static int n_new(lua_State *L) {
 }
 
 static int n_gc(lua_State *L) {
-  synchro_notifier_t **box = luaL_checkudata(L, 1, NOTIFIER_MT);
+  synchro_notifier_t **box = synchro__check_udata(L, 1, NOTIFIER_MT);
   synchro__notifier_unref(*box);
   *box = NULL;
   return 0;
@@ -288,7 +297,7 @@ void synchro__future_register(lua_State *L) {
       {"wait", f_wait},     {"done", f_done},     {"outcome", f_outcome},
       {"status", f_status}, {"cancel", f_cancel}, {"key", f_key},
       {"listen", f_listen}, {"pollfd", f_pollfd},   {"events", f_events},
-      {"timeout", f_timeout}, {NULL, NULL}};
+      {"timeout", f_timeout}, {"spin", f_spin}, {NULL, NULL}};
   static const luaL_Reg nmethods[] = {
       {"take", n_take}, {"wait", n_wait}, {"pollfd", n_pollfd}, {NULL, NULL}};
   if (luaL_newmetatable(L, FUTURE_MT)) {

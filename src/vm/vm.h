@@ -44,6 +44,11 @@ double synchro__check_time(lua_State *L, int idx, const char *fname,
 /* The same, def when the argument is none or nil. */
 double synchro__opt_time(lua_State *L, int idx, const char *fname,
                          const char *what, double def);
+/* luaL_testudata and luaL_checkudata, with the metatable cached under
+ * the address of tname after the first check: use the same tname
+ * pointer (a macro or a static string) for a type. Thread: any. */
+void *synchro__test_udata(lua_State *L, int idx, const char *tname);
+void *synchro__check_udata(lua_State *L, int idx, const char *tname);
 /* Adds core.check_time and core.loop_handles to the table on top of L. */
 void synchro__vmaux_register(lua_State *L);
 

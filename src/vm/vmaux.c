@@ -14,6 +14,40 @@ synchro_t *synchro__loop_of(lua_State *L) {
   return S;
 }
 
+/* The metatable named tname is looked up by name once per VM; after that
+ * it is found in the registry under the address of tname (a pointer key:
+ * no string made or compared per check). */
+void *synchro__test_udata(lua_State *L, int idx, const char *tname) {
+  void *p = lua_touserdata(L, idx);
+  if (p == NULL || !lua_getmetatable(L, idx))
+    return NULL;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, tname);
+  if (lua_rawequal(L, -1, -2)) {
+    lua_pop(L, 2);
+    return p;
+  }
+  if (!lua_isnil(L, -1)) {
+    lua_pop(L, 2);
+    return NULL;
+  }
+  lua_pop(L, 1);
+  luaL_getmetatable(L, tname);
+  if (!lua_isnil(L, -1) && lua_rawequal(L, -1, -2)) {
+    lua_rawsetp(L, LUA_REGISTRYINDEX, tname);
+    lua_pop(L, 1);
+    return p;
+  }
+  lua_pop(L, 2);
+  return NULL;
+}
+
+void *synchro__check_udata(lua_State *L, int idx, const char *tname) {
+  void *p = synchro__test_udata(L, idx, tname);
+  if (p == NULL)
+    return luaL_checkudata(L, idx, tname); /* raises the usual error */
+  return p;
+}
+
 int synchro__push_uv_error(lua_State *L, int err) {
   lua_pushnil(L);
   lua_pushfstring(L, "%s: %s", synchro_err_name(err), synchro_strerror(err));
