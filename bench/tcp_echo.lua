@@ -194,7 +194,8 @@ local function luv_server(on_port)
       if data then
         conn:write(data)
       else
-        conn:close()
+        -- the end: queued echoes go out before the handle closes
+        conn:shutdown(function() conn:close() end)
       end
       return rerr
     end)
