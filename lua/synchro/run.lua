@@ -72,11 +72,7 @@ return function(synchro)
       end
       local keys, callbacks = backend.notifier:take(taken_keys, taken_calls)
       for i = 1, #callbacks do s:spawn(serve_callback, callbacks[i]) end
-      for i = 1, #keys do
-        local list = backend.waiting[keys[i]]
-        backend.waiting[keys[i]] = nil
-        if list then sched.wake_list(list) end
-      end
+      sched.wake_waiting(backend.waiting, keys)
       timers.fire()
     end
     if interrupted then error("interrupted!", 0) end

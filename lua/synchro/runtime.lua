@@ -13,12 +13,8 @@ local loop = sched.new(backend)
 -- into the loop's notifier, which wakes the loop to take them.
 local taken_keys, taken_calls = {}, {} -- reused by every take
 backend.notifier = core.loop_notifier(function()
-  local keys = backend.notifier:take(taken_keys, taken_calls)
-  for i = 1, #keys do
-    local list = backend.waiting[keys[i]]
-    backend.waiting[keys[i]] = nil
-    if list then sched.wake_list(list) end
-  end
+  sched.wake_waiting(backend.waiting,
+    backend.notifier:take(taken_keys, taken_calls))
 end)
 R.sched = loop
 sched.loop = loop
@@ -157,6 +153,7 @@ end
 R.fns = fns
 R.pool = loop.pool
 R.DONE = sched.DONE
+R.POOL_MAX = sched.POOL_MAX
 
 local function adopt(co, fn, key)
   local task = loop:adopt(co, fn, reply, key)
@@ -180,10 +177,7 @@ function R.new_coroutine() return loop:new_coroutine() end
 --- failed, or its task was made meanwhile. From here it is a task like
 --- any other.
 function R.fast_after(co, fn, key, ...)
-  local task = calls[key]
-  if task == nil or task.co ~= co then
-    task = adopt(co, fn, key)
-  end
+  local task = calls[key] or adopt(co, fn, key)
   local ok, err = pcall(loop.after, loop, task, co, ...)
   loop.running = false
   if not ok then error(err, 0) end

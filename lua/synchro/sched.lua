@@ -122,6 +122,7 @@ local function worker(fn, ...)
   return worker(co_yield(DONE, fn(...)))
 end
 M.DONE = DONE
+M.POOL_MAX = POOL_MAX
 
 function Sched:push(task, sig, value)
   local tail = self.tail + 1
@@ -189,14 +190,20 @@ end
 --- wait; on_done(task, ok, ...) gets its outcome, and task.tag is tag.
 --- Used for calls from another thread, whose results the task need not
 --- keep.
-function Sched:start(fn, on_done, tag, ...)
+-- The task of a call from another thread: on_done(task, ok, ...) gets
+-- its outcome, and it is known by its tag before it runs (a cancel may
+-- reach it while it runs: the watch hook of a task that never yields).
+local function call_task(self, fn, on_done, tag)
   local task = new_task(self, fn)
   task.on_done = on_done
   task.tag = tag
   task.discard = true
-  -- Known by its tag before it runs: a cancel may reach it while it runs
-  -- (the watch hook of a task that never yields).
   if self.by_tag then self.by_tag[tag] = task end
+  return task
+end
+
+function Sched:start(fn, on_done, tag, ...)
+  local task = call_task(self, fn, on_done, tag)
   if self.running then
     task.args = pack(...)
     self:push(task, task, nil)
@@ -288,11 +295,7 @@ end
 --- The task of a call that runs on coroutine co already (the loop's fast
 --- path): what Sched:start would have made, made late.
 function Sched:adopt(co, fn, on_done, tag)
-  local task = new_task(self, fn)
-  task.on_done = on_done
-  task.tag = tag
-  task.discard = true
-  if self.by_tag then self.by_tag[tag] = task end
+  local task = call_task(self, fn, on_done, tag)
   task.co = co
   task.state = "running"
   return task
@@ -726,12 +729,19 @@ function M.timeout(seconds, fn, ...)
   return outcome(child)
 end
 
---- Wakes the tasks of a waiting list (backend.waiting[key], filled by
---- await_future): pairs of task and token.
-function M.wake_list(list)
-  for j = 1, #list, 2 do
-    local task = list[j]
-    task.sched:wake(task, list[j + 1])
+--- Wakes the tasks that await the completed calls keys (a notifier's
+--- take): each key's list in waiting (filled by await_future, pairs of
+--- task and token) is taken out and its tasks woken.
+function M.wake_waiting(waiting, keys)
+  for i = 1, #keys do
+    local list = waiting[keys[i]]
+    waiting[keys[i]] = nil
+    if list then
+      for j = 1, #list, 2 do
+        local task = list[j]
+        task.sched:wake(task, list[j + 1])
+      end
+    end
   end
 end
 

@@ -113,9 +113,7 @@ return function(synchro, Synchronizer, P)
   end
 
   function Wrapped.__call(self, ...)
-    -- (sched.current_task() in full: only the loop VM sets materialize)
-    if sched.current ~= nil or adapters[1] ~= nil or
-      (sched.materialize ~= nil and sched.current_task() ~= nil) then
+    if sched.current_task() ~= nil or adapters[1] ~= nil then
       local await = current_awaiter()
       if await then
         return submit_await(await, self._ud, self._id, self._timeout, ...)

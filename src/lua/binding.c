@@ -501,19 +501,19 @@ static int wait_servicing(synchro_call_t *call, double timeout, void *L) {
   return synchro__wait_servicing(L, call, timeout);
 }
 
-/* core.call(wrapped, ...) -> results: the blocking call. wrapped is the
- * wrapped function's table: _ud (the synchronizer), _id, _timeout (already
- * normalised by S:wrap; nil for no limit). */
-/* l_call's upvalues: the Synchronizer metatable, then the keys it reads
- * from its target table (own fields, read raw: no string is made per
- * call). */
-enum { UP_S_MT = 1, UP_UD, UP_OP, UP_ID, UP_TIMEOUT, UP_COUNT = UP_TIMEOUT };
+/* l_call's upvalues: the keys it reads from its target table (own
+ * fields, read raw: no string is made per call). */
+enum { UP_UD = 1, UP_OP, UP_ID, UP_TIMEOUT, UP_COUNT = UP_TIMEOUT };
 
 static void raw_field(lua_State *L, int t, int key) {
   lua_pushvalue(L, lua_upvalueindex(key));
   lua_rawget(L, t);
 }
 
+/* core.call(wrapped, ...) -> results: the blocking call. wrapped is the
+ * wrapped function's table: _ud (the synchronizer), _op (nil: a call of
+ * function _id), _id, _timeout (already normalised by S:wrap; nil for no
+ * limit). */
 static int l_call(lua_State *L) {
   synchro_t *S;
   S_box_t *box;
@@ -523,9 +523,8 @@ static int l_call(lua_State *L) {
   synchro_call_t *call;
   luaL_checktype(L, 1, LUA_TTABLE);
   raw_field(L, 1, UP_UD); /* the table keeps it alive */
-  box = lua_touserdata(L, top + 1);
-  if (box == NULL || !lua_getmetatable(L, top + 1) ||
-      !lua_rawequal(L, -1, lua_upvalueindex(UP_S_MT)))
+  box = synchro__test_udata(L, top + 1, S_MT);
+  if (box == NULL)
     return luaL_argerror(L, 1, "a wrapped function (its synchronizer is "
                                "missing)");
   if (box->S == NULL)
@@ -542,7 +541,7 @@ static int l_call(lua_State *L) {
   if (!lua_isnil(L, -2))
     id = luaL_checkinteger(L, -2);
   if (!lua_isnil(L, -1))
-    timeout = synchro__opt_time(L, top + 5, "call", "timeout",
+    timeout = synchro__opt_time(L, top + 4, "call", "timeout",
                                 SYNCHRO_NO_LIMIT);
   lua_settop(L, top);
   if (synchro__is_loop_thread(S))
@@ -686,7 +685,6 @@ int synchro__lua_open(lua_State *L) {
 #endif
   pin_module();
   luaL_newlib(L, funcs);
-  luaL_getmetatable(L, S_MT);
   lua_pushliteral(L, "_ud");
   lua_pushliteral(L, "_op");
   lua_pushliteral(L, "_id");
@@ -749,6 +747,6 @@ static int l_submit(lua_State *L) {
   synchro_call_t *call = submit(L, S, op, id, 3, 0);
   synchro_call_t **box = lua_newuserdata(L, sizeof(*box));
   *box = call;
-  luaL_setmetatable(L, "synchro.Future");
+  luaL_setmetatable(L, SYNCHRO_FUTURE_MT);
   return 1;
 }

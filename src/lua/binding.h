@@ -5,6 +5,10 @@
 
 #include "aio.h"
 
+/* The metatables' names (registry keys) of futures and notifiers. */
+#define SYNCHRO_FUTURE_MT "synchro.Future"
+#define SYNCHRO_NOTIFIER_MT "synchro.Notifier"
+
 /* ---- binding.c and future.c ---- */
 int synchro__lua_open(lua_State *L);
 void synchro__future_register(lua_State *L);

@@ -36,7 +36,7 @@ static synchro_notifier_t *inbox_of(lua_State *L) {
 
 /* An inbox that core.inbox_open gave (a Notifier object: future.c). */
 static synchro_notifier_t *check_inbox(lua_State *L, int idx) {
-  synchro_notifier_t **box = synchro__check_udata(L, idx, "synchro.Notifier");
+  synchro_notifier_t **box = synchro__check_udata(L, idx, SYNCHRO_NOTIFIER_MT);
   if (*box == NULL)
     luaL_argerror(L, idx, "inbox was released");
   return *box;
@@ -202,7 +202,7 @@ static int l_inbox_leave(lua_State *L) {
 }
 
 static synchro_call_t *check_reverse(lua_State *L) {
-  synchro_call_t **box = synchro__check_udata(L, 1, "synchro.Future");
+  synchro_call_t **box = synchro__check_udata(L, 1, SYNCHRO_FUTURE_MT);
   if (*box == NULL || !(*box)->reverse)
     luaL_argerror(L, 1, "callback call expected");
   return *box;

@@ -6,16 +6,13 @@
 
 #include "binding.h"
 
-#define FUTURE_MT "synchro.Future"
-#define NOTIFIER_MT "synchro.Notifier"
-
 static synchro_call_t *check_future(lua_State *L) {
-  synchro_call_t **box = synchro__check_udata(L, 1, FUTURE_MT);
+  synchro_call_t **box = synchro__check_udata(L, 1, SYNCHRO_FUTURE_MT);
   return *box;
 }
 
 static int f_gc(lua_State *L) {
-  synchro_call_t **box = synchro__check_udata(L, 1, FUTURE_MT);
+  synchro_call_t **box = synchro__check_udata(L, 1, SYNCHRO_FUTURE_MT);
   synchro__call_unref(*box);
   *box = NULL;
   return 0;
@@ -125,7 +122,7 @@ static int f_key(lua_State *L) {
 }
 
 static synchro_notifier_t *check_notifier(lua_State *L, int idx) {
-  synchro_notifier_t **box = synchro__check_udata(L, idx, NOTIFIER_MT);
+  synchro_notifier_t **box = synchro__check_udata(L, idx, SYNCHRO_NOTIFIER_MT);
   return *box;
 }
 
@@ -139,7 +136,7 @@ static int f_listen(lua_State *L) {
 void synchro__push_future(lua_State *L, synchro_call_t *call) {
   synchro_call_t **box = lua_newuserdata(L, sizeof(*box));
   *box = NULL;
-  luaL_setmetatable(L, FUTURE_MT);
+  luaL_setmetatable(L, SYNCHRO_FUTURE_MT);
   synchro__call_ref(call);
   *box = call;
 }
@@ -147,7 +144,7 @@ void synchro__push_future(lua_State *L, synchro_call_t *call) {
 void synchro__push_notifier(lua_State *L, synchro_notifier_t *n) {
   synchro_notifier_t **box = lua_newuserdata(L, sizeof(*box));
   *box = NULL;
-  luaL_setmetatable(L, NOTIFIER_MT);
+  luaL_setmetatable(L, SYNCHRO_NOTIFIER_MT);
   synchro__notifier_ref(n);
   *box = n;
 }
@@ -156,7 +153,7 @@ void synchro__push_notifier(lua_State *L, synchro_notifier_t *n) {
 static int n_new(lua_State *L) {
   synchro_notifier_t **box = lua_newuserdata(L, sizeof(*box));
   *box = NULL;
-  luaL_setmetatable(L, NOTIFIER_MT);
+  luaL_setmetatable(L, SYNCHRO_NOTIFIER_MT);
   *box = synchro__notifier_new();
   if (*box == NULL)
     return luaL_error(L, "not enough memory");
@@ -164,7 +161,7 @@ static int n_new(lua_State *L) {
 }
 
 static int n_gc(lua_State *L) {
-  synchro_notifier_t **box = synchro__check_udata(L, 1, NOTIFIER_MT);
+  synchro_notifier_t **box = synchro__check_udata(L, 1, SYNCHRO_NOTIFIER_MT);
   synchro__notifier_unref(*box);
   *box = NULL;
   return 0;
@@ -300,7 +297,7 @@ void synchro__future_register(lua_State *L) {
       {"timeout", f_timeout}, {"spin", f_spin}, {NULL, NULL}};
   static const luaL_Reg nmethods[] = {
       {"take", n_take}, {"wait", n_wait}, {"pollfd", n_pollfd}, {NULL, NULL}};
-  if (luaL_newmetatable(L, FUTURE_MT)) {
+  if (luaL_newmetatable(L, SYNCHRO_FUTURE_MT)) {
     luaL_newlib(L, fmethods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, f_gc);
@@ -309,7 +306,7 @@ void synchro__future_register(lua_State *L) {
   lua_getfield(L, -1, "__index");
   lua_setfield(L, -3, "Future"); /* core.Future: methods, for Lua to extend */
   lua_pop(L, 1);
-  if (luaL_newmetatable(L, NOTIFIER_MT)) {
+  if (luaL_newmetatable(L, SYNCHRO_NOTIFIER_MT)) {
     luaL_newlib(L, nmethods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, n_gc);

@@ -32,12 +32,11 @@ typedef struct {
    * registry slots holding the running fast call's coroutine and
    * function. */
   int fns, pool, sched, new_coroutine, fast_after, slot_co, slot_fn;
+  int pool_max; /* sched.POOL_MAX: coroutines the pool keeps */
   const void *done; /* sched.DONE, what a worker yields when fn returns */
   synchro_call_t *fast_call; /* the call running on the fast path */
   int fast_taken;            /* its task was made (core.fast_take) */
 } runtime_refs_t;
-
-#define POOL_MAX 64 /* as sched.lua's */
 
 /* Names the call; 0 when out of memory. */
 static int64_t key_new(call_keys_t *k, synchro_call_t *call) {
@@ -188,9 +187,9 @@ static void run_ready(lua_State *L, runtime_refs_t *r) {
 
 /* Gives the coroutine at top + 2 back to the pool at top + 1 (unless the
  * pool is full) and leaves the stack at top. */
-static void pool_put(lua_State *L, int top) {
+static void pool_put(lua_State *L, runtime_refs_t *r, int top) {
   lua_settop(L, top + 2);
-  if (lua_rawlen(L, top + 1) < POOL_MAX)
+  if (lua_rawlen(L, top + 1) < (size_t)r->pool_max)
     lua_rawseti(L, top + 1, (lua_Integer)lua_rawlen(L, top + 1) + 1);
   lua_settop(L, top);
 }
@@ -239,7 +238,7 @@ static int fast_call(lua_State *L, runtime_refs_t *r, synchro_call_t *call) {
     if (n >= 0)
       lua_pushliteral(L, "too many arguments");
     fail_call(L, call, SYNCHRO_CALL_ERROR);
-    pool_put(L, top);
+    pool_put(L, r, top);
     return 1;
   }
   lua_xmove(L, co, n + 1);
@@ -271,7 +270,7 @@ static int fast_call(lua_State *L, runtime_refs_t *r, synchro_call_t *call) {
       report(L, "call");
     }
     set_running(L, r, 0);
-    pool_put(L, top);
+    pool_put(L, r, top);
     run_ready(L, r);
     return 1;
   }
@@ -570,6 +569,9 @@ static int open_runtime(lua_State *L) {
   r->fns = ref_table(L, t, "fns");
   r->pool = ref_table(L, t, "pool");
   r->sched = ref_table(L, t, "sched");
+  lua_getfield(L, t, "POOL_MAX");
+  r->pool_max = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
   lua_getfield(L, t, "DONE");
   r->done = lua_topointer(L, -1);
   if (r->done == NULL)
