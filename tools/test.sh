@@ -11,8 +11,15 @@ interp() { [ "$1" = luajit ] && echo luajit || echo "lua$1"; }
 
 for v in "$@"; do
   echo "== busted on Lua $v"
-  tools/with-env.sh "build/$v" "$(interp "$v")" /usr/bin/busted \
+  # bounded: a hang is a failure with its stacks, not a run that never ends
+  tools/watchdog.sh "${SYNCHRO_BUSTED_BOUND:-900}" \
+    tools/with-env.sh "build/$v" "$(interp "$v")" /usr/bin/busted \
     --output=TAP spec >"$log/busted-$v.txt" 2>&1
+  if grep -q '^WATCHDOG' "$log/busted-$v.txt"; then
+    echo "   HANG on Lua $v; the last tests that ended:"
+    grep -E '^(not )?ok ' "$log/busted-$v.txt" | tail -n 3
+    sed -n '/^WATCHDOG/,$p' "$log/busted-$v.txt" | head -n 400
+  fi
   p=$(grep -c '^ok ' "$log/busted-$v.txt")
   s=$(grep -c '^ok .*# SKIP' "$log/busted-$v.txt")
   f=$(grep -c '^not ok ' "$log/busted-$v.txt")
@@ -33,7 +40,7 @@ grep -E 'Failed|Timeout|check failed' "$log/ctest.txt" | head -20
 passed=$((passed + cp)); failed=$((failed + cf))
 
 echo "== C hosts: install, examples/c-host, docs/c-api.md"
-tools/c-host.sh >"$log/c-host.txt" 2>&1
+tools/watchdog.sh 900 tools/c-host.sh >"$log/c-host.txt" 2>&1
 cat "$log/c-host.txt"
 passed=$((passed + $(grep -c '^PASS ' "$log/c-host.txt")))
 failed=$((failed + $(grep -c '^FAIL ' "$log/c-host.txt")))
@@ -130,7 +137,8 @@ fi
 
 if [ "${SYNCHRO_SKIP_SANITIZE:-0}" != 1 ]; then
   echo "== sanitizers and valgrind"
-  if tools/sanitize.sh >"$log/sanitize.txt" 2>&1; then
+  if tools/watchdog.sh "${SYNCHRO_SANITIZE_BOUND:-2400}" tools/sanitize.sh \
+       >"$log/sanitize.txt" 2>&1; then
     sp=$(grep -c '^PASS ' "$log/sanitize.txt")
     passed=$((passed + sp))
   else

@@ -429,6 +429,89 @@ static void test_notifier_async(void) {
   synchro__unref(S);
 }
 
+/* A waiter's reset of its notifier's event, then its take, against a push
+ * from another thread at that very moment (each push follows the previous
+ * take at once). Without a full barrier between the reset and the take, the
+ * take could miss the push while the reset wiped the push's wakeup: the
+ * waiter then slept forever beside a queued call (the 16-thread callback
+ * hang of protocol_spec). A wait that times out with a call queued is that
+ * lost wakeup. */
+typedef struct {
+  synchro_t *S;
+  synchro_notifier_t *n;
+  int rounds, taken, stop;
+} race_t;
+
+static void race_pusher(void *arg) {
+  race_t *r = arg;
+  int i;
+  for (i = 0; i < r->rounds; i++) {
+    /* made first, so that the push follows the take at once */
+    synchro_call_t *call = synchro__call_new(r->S, SYNCHRO_OP_CALL, i);
+    unsigned spins = 0;
+    CHECK(call != NULL);
+    while (__atomic_load_n(&r->taken, __ATOMIC_ACQUIRE) < i) {
+      if (__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
+        synchro__call_unref(call);
+        return;
+      }
+      if (++spins % 1024 == 0)
+        sched_yield();
+      synchro__cpu_relax();
+    }
+    synchro__notifier_push(r->n, call);
+    synchro__call_unref(call); /* the notifier holds its own */
+  }
+}
+
+/* After a wait that timed out: a call queued whose push never set the
+ * event (given a second to finish setting it) is a lost wakeup. */
+static int wakeup_lost(synchro_notifier_t *n) {
+  int i;
+  for (i = 0; i < 100; i++) {
+    if (__atomic_load_n(&n->completed, __ATOMIC_SEQ_CST) == NULL ||
+        synchro__event_is_set(&n->ready))
+      return 0;
+    uv_sleep(10);
+  }
+  return 1;
+}
+
+static void test_notifier_wake_race(void) {
+  race_t r;
+  uv_thread_t t;
+  int got = 0, lost = 0;
+  memset(&r, 0, sizeof(r));
+  r.S = new_S();
+  r.n = synchro__notifier_new();
+  r.rounds = scale(300000);
+  CHECK(r.n != NULL);
+  CHECK_EQ_INT(uv_thread_create(&t, race_pusher, &r), 0);
+  while (got < r.rounds && lost == 0) {
+    synchro_call_t *item, *next;
+    synchro__event_reset(&r.n->ready);
+    item = synchro__notifier_take(r.n);
+    if (item == NULL) {
+      if (synchro__event_wait(&r.n->ready, 1.0, NULL, NULL, NULL) != 0)
+        lost += wakeup_lost(r.n);
+      continue;
+    }
+    for (; item != NULL; item = next) {
+      next = item->done_next;
+      synchro__call_unref(item);
+      got++;
+    }
+    __atomic_store_n(&r.taken, got, __ATOMIC_RELEASE);
+  }
+  __atomic_store_n(&r.stop, 1, __ATOMIC_RELEASE);
+  uv_thread_join(&t);
+  CHECK_EQ_INT(lost, 0);
+  CHECK_EQ_INT(got, r.rounds);
+  synchro__notifier_unref(r.n);
+  CHECK_EQ_INT(refs_of_S(r.S), 1);
+  synchro__unref(r.S);
+}
+
 int main(void) {
   RUN(test_refs);
   RUN(test_complete_from_thread);
@@ -440,5 +523,6 @@ int main(void) {
   RUN(test_cancel_never_started);
   RUN(test_complete_races);
   RUN(test_notifier_async);
+  RUN(test_notifier_wake_race);
   return 0;
 }

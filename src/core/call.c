@@ -363,7 +363,7 @@ void synchro__notifier_unref(synchro_notifier_t *n) {
 
 synchro_call_t *synchro__notifier_take(synchro_notifier_t *n) {
   synchro_call_t *list, *fifo = NULL;
-  if (synchro__load_relaxed(&n->completed) == NULL)
+  if (synchro__load(&n->completed) == NULL)
     return NULL;
   list = synchro__xchg(&n->completed, NULL);
   while (list != NULL) {

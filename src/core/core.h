@@ -119,7 +119,12 @@ int synchro__event_wait(synchro_event_t *ev, double timeout,
 int synchro__event_spin(synchro_event_t *ev, synchro_spin_t *spin);
 /* Thread: any. */
 void synchro__event_set(synchro_event_t *ev);
-/* Only while nobody waits. */
+/* Only while nobody waits. A full barrier: the resetter then checks the
+ * condition the event stands for (a notifier's queue, say), and that check
+ * reads what any set the reset overwrote had published. (A plain release
+ * store let the check run before the reset was visible: a push landing
+ * between them was missed and its wakeup wiped, a waiter slept forever.)
+ * Thread: the one that waits on ev. */
 void synchro__event_reset(synchro_event_t *ev);
 int synchro__event_is_set(synchro_event_t *ev);
 

@@ -73,7 +73,12 @@ int synchro__event_is_set(synchro_event_t *ev) {
   return synchro__load(&ev->word) == 1;
 }
 
-void synchro__event_reset(synchro_event_t *ev) { synchro__store(&ev->word, 0); }
+void synchro__event_reset(synchro_event_t *ev) {
+  /* Dekker with synchro__event_set's caller, which publishes, then sets:
+   * the store must be visible before any load that follows it. */
+  __atomic_store_n(&ev->word, 0, __ATOMIC_SEQ_CST);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
 
 void synchro__event_set(synchro_event_t *ev) {
   /* seq_cst, so that a later seq_cst load by the setter is ordered after
