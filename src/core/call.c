@@ -21,8 +21,65 @@ void *synchro__alloc_aligned(size_t size) {
   return p;
 }
 
+/* A few freed calls are kept in the synchronizer for its next calls (in
+ * slots taken and filled by atomic exchange, so the thread that frees a
+ * call, often the loop thread, and the one that makes the next, a
+ * caller, need no lock): a caller that makes one call after another then
+ * allocates nothing per call. The synchronizer frees what its slots hold
+ * when it goes (synchro__call_spares_free). Off under AddressSanitizer,
+ * which must see each call's memory freed to catch a use after free. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SYNCHRO_NO_CALL_SPARES 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SYNCHRO_NO_CALL_SPARES 1
+#endif
+#endif
+
+static synchro_call_t *call_alloc(synchro_t *S) {
+#ifndef SYNCHRO_NO_CALL_SPARES
+  int i;
+  for (i = 0; i < SYNCHRO_CALL_SPARES; i++) {
+    synchro_call_t *call;
+    if (__atomic_load_n(&S->spare_calls[i], __ATOMIC_RELAXED) == NULL)
+      continue;
+    call = synchro__xchg(&S->spare_calls[i], (synchro_call_t *)NULL);
+    if (call != NULL) {
+      memset(call, 0, sizeof(*call));
+      return call;
+    }
+  }
+#else
+  (void)S;
+#endif
+  return synchro__alloc_aligned(sizeof(synchro_call_t));
+}
+
+/* Before the call's reference to S is dropped. */
+static void call_release(synchro_t *S, synchro_call_t *call) {
+#ifndef SYNCHRO_NO_CALL_SPARES
+  int i;
+  for (i = 0; i < SYNCHRO_CALL_SPARES; i++) {
+    if (__atomic_load_n(&S->spare_calls[i], __ATOMIC_RELAXED) != NULL)
+      continue;
+    call = synchro__xchg(&S->spare_calls[i], call);
+    if (call == NULL)
+      return;
+  }
+#else
+  (void)S;
+#endif
+  free(call);
+}
+
+void synchro__call_spares_free(synchro_t *S) {
+  int i;
+  for (i = 0; i < SYNCHRO_CALL_SPARES; i++)
+    free(synchro__xchg(&S->spare_calls[i], (synchro_call_t *)NULL));
+}
+
 synchro_call_t *synchro__call_new(synchro_t *S, int op, int64_t fn_id) {
-  synchro_call_t *call = synchro__alloc_aligned(sizeof(*call));
+  synchro_call_t *call = call_alloc(S);
   if (call == NULL)
     return NULL;
   call->pollfd = call->pollfd_peer = -1;
@@ -42,6 +99,7 @@ void synchro__call_ref(synchro_call_t *call) { synchro__incr(&call->refs); }
 
 void synchro__call_unref(synchro_call_t *call) {
   synchro_notifier_t *n;
+  synchro_t *S;
   if (call == NULL || synchro__decr(&call->refs) != 0)
     return;
   n = call->listener;
@@ -53,8 +111,9 @@ void synchro__call_unref(synchro_call_t *call) {
     close(call->pollfd);
   if (call->pollfd_peer >= 0)
     close(call->pollfd_peer);
-  synchro__unref(call->S);
-  free(call);
+  S = call->S;
+  call_release(S, call);
+  synchro__unref(S);
 }
 
 /* Makes an eventfd (or a pipe's read end, through its write end) readable;

@@ -176,6 +176,8 @@ enum { SYNCHRO_OP_MAP(SYNCHRO_OP_ENUM) SYNCHRO_OP_COUNT };
 
 /* Arguments and results this small need no allocation. */
 #define SYNCHRO_CALL_INLINE 112
+/* How many freed calls a synchronizer keeps for its next calls. */
+#define SYNCHRO_CALL_SPARES 4
 
 struct synchro_call {
   /* Written by the caller before it sends the call. */
@@ -217,6 +219,8 @@ struct synchro_call {
 };
 
 synchro_call_t *synchro__call_new(synchro_t *S, int op, int64_t fn_id);
+/* Frees the spare calls S keeps; when S goes. */
+void synchro__call_spares_free(synchro_t *S);
 void synchro__call_ref(synchro_call_t *call);
 /* Accepts NULL. Thread: any. */
 void synchro__call_unref(synchro_call_t *call);
@@ -362,6 +366,8 @@ struct synchro {
   int state;
   /* Every call takes a reference: keep it off the loop's lines. */
   SYNCHRO_ALIGNED int refs;
+  /* Freed calls kept for the next ones (call.c). */
+  SYNCHRO_ALIGNED synchro_call_t *spare_calls[SYNCHRO_CALL_SPARES];
   /* Colder: set up once, or written rarely. */
   SYNCHRO_ALIGNED int64_t next_fn_id;
   int64_t handle; /* names it to Lua (core.identity); 0 if none */

@@ -122,6 +122,7 @@ void synchro__unref(synchro_t *S) {
     return; /* leaked on purpose: see thread_main */
   uv_mutex_destroy(&S->lock);
   uv_mutex_destroy(&S->inflight_lock);
+  synchro__call_spares_free(S);
   free(S->death_message);
   free(S->name);
   free(S->path);
