@@ -151,6 +151,12 @@ static void thread_main(void *arg) {
     return;
   }
   lua_atpanic(L, on_panic);
+#if LUA_VERSION_NUM >= 504
+  /* As lua.c does: most of what the loop VM makes (a call's arguments, a
+   * read chunk, a task that ends at once) dies young, and the incremental
+   * collector traverses the old too each cycle. */
+  lua_gc(L, LUA_GCGEN, 0, 0);
+#endif
   S->L = L;
   if (synchro__dispatch_open(L, S) != 0) {
     const char *msg = lua_tostring(L, -1);
