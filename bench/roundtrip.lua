@@ -185,6 +185,52 @@ do
   end
 end
 
+-- 7. The same blocking call and luv round trip with CPU hogs beside them
+-- (SYNCHRO_BENCH_HOGS, default 2; 0 skips): a busy machine, where
+-- spinning stops paying off and both sides must park well.
+local HOGS = tonumber(os.getenv("SYNCHRO_BENCH_HOGS") or "2") or 2
+if HOGS > 0 then
+  local p = io.popen(("for i in $(seq %d); do sh -c 'while :; do :; done' " ..
+    ">/dev/null 2>&1 & echo $!; done"):format(HOGS))
+  local pids = {}
+  for pid in p:lines() do pids[#pids + 1] = pid end
+  p:close()
+  local ok, err = pcall(function()
+    local n = math.floor(BLOCKING_SAMPLES / 4)
+    local S2 = synchro.new({ name = "bench-loaded" })
+    local echo2 = S2:wrap(function(x) return x end)
+    for i = 1, WARMUP do echo2(i) end
+    local samples = {}
+    for i = 1, n do
+      local t0 = now()
+      echo2(i)
+      samples[i] = now() - t0
+    end
+    S2:close()
+    local p50, p99 = p50_p99(samples)
+    row(("%d CPU hogs: blocking call, p50"):format(HOGS), p50, "µs")
+    row(("%d CPU hogs: blocking call, p99"):format(HOGS), p99, "µs")
+    local has_luv, uv = pcall(require, "luv")
+    if has_luv then
+      local work = uv.new_work(function(x) return x end, function() end)
+      for i = 1, 200 do work:queue(i); uv.run() end
+      local lsamples = {}
+      for i = 1, math.min(n, LUV_SAMPLES) do
+        local t0 = now()
+        work:queue(i)
+        uv.run()
+        lsamples[i] = now() - t0
+      end
+      local lp50, lp99 = p50_p99(lsamples)
+      row(("%d CPU hogs: luv uv.new_work, p50"):format(HOGS), lp50, "µs")
+      row(("%d CPU hogs: luv uv.new_work, p99"):format(HOGS), lp99, "µs")
+      row("ratio synchro / luv p50 under hogs", p50 / lp50, "x", "<= 1 x")
+    end
+  end)
+  os.execute("kill " .. table.concat(pids, " ") .. " 2>/dev/null")
+  if not ok then error(err, 0) end
+end
+
 -- Pads s to width columns (UTF-8 aware: "µ" is two bytes, one column).
 local function pad(s, width, right)
   local cols = #s - select(2, s:gsub("[\128-\191]", ""))

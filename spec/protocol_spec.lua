@@ -330,4 +330,44 @@ describe("callbacks called at once by the task", function()
           tostring(r.values[2]))
       end
     end)
+
+  -- The same calls through the other waiter of an inbox: synchro.run's
+  -- scheduler, whose notifier:take resets the inbox's event, then takes
+  -- (the reset-then-take that lost wakeups in the blocking caller; the
+  -- C test test_notifier_wake_race is the one that catches that).
+  it("8 threads x 3,000 .aio calls from synchro.run that pass a callback",
+    function()
+      local refs = {}
+      for i = 1, 8 do refs[i] = S:export() end
+      local results = threads.run(8, [[
+        local tid, refs, n = ...
+        local synchro = require "synchro"
+        local core = require "synchro.core"
+        local threads = require "synchro_test_threads"
+        local S = synchro.import(refs[tid])
+        local call_back = S:wrap(function(fn, i) return fn(i) + 1 end)
+        threads.barrier()
+        local bad, first, done = 0, nil, 0
+        local t0 = core.now()
+        synchro.run(function()
+          for i = 1, n do
+            local v = call_back.aio(function(x) return x * 2 end, i)
+            if v ~= i * 2 + 1 then
+              bad = bad + 1
+              first = first or tostring(v)
+            end
+            done = i
+          end
+        end)
+        return bad, first, done, core.now() - t0
+      ]], refs, 3000)
+      assert.are.equal(8, #results)
+      for i = 1, 8 do
+        local r = results[i]
+        assert(r.ok, ("thread %d failed: %s"):format(i, tostring(r.value)))
+        assert.are.equal(0, r.values[1], "thread " .. i .. ": " ..
+          tostring(r.values[2]))
+        assert.are.equal(3000, r.values[3])
+      end
+    end)
 end)

@@ -2,6 +2,13 @@
  * timeouts; interrupts; many waiters; a ping-pong between threads. The
  * only time checks are lower bounds the code guarantees (a timeout never
  * ends early) and generous upper bounds that catch hangs. */
+#ifdef __linux__
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* pthread_setaffinity_np */
+#endif
+#include <pthread.h>
+#include <sched.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -86,6 +93,13 @@ static void test_spin_adapts(void) {
   for (i = 0; i < 20; i++)
     synchro__spin_record(&spin, 1);
   CHECK_EQ_INT((int)spin.score, (int)SYNCHRO_SPIN_MAX);
+  /* crowded (the spinner was kept off its CPU): off at once, probes only */
+  synchro__spin_crowded(&spin);
+  CHECK_EQ_INT((int)spin.score, 0);
+  for (i = 0, wanted = 0; i < 64; i++)
+    wanted += synchro__spin_wanted(&spin);
+  CHECK_EQ_INT(wanted, 2);
+  synchro__spin_crowded(NULL); /* accepted, like spin_wanted(NULL) */
   /* timeouts: each wait spins out (or parks at once) and times out */
   memset(&ev, 0, sizeof(ev));
   synchro__spin_init(&spin);
@@ -96,6 +110,75 @@ static void test_spin_adapts(void) {
 }
 
 /* Set long after the waiter parked, across several 50 ms slices. */
+#ifdef __linux__
+/* A busy thread pinned to the CPU of the waiter: the waiter's yields hand
+ * it the CPU, for a scheduler slice. */
+typedef struct {
+  int cpu;
+  int started, stop;
+} hog_t;
+
+static int pin_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+static void hog(void *arg) {
+  hog_t *h = arg;
+  volatile unsigned long n = 0;
+  if (pin_to(h->cpu) != 0)
+    return;
+  __atomic_store_n(&h->started, 1, __ATOMIC_RELEASE);
+  while (!__atomic_load_n(&h->stop, __ATOMIC_ACQUIRE))
+    n++;
+}
+
+/* One wait with a full spin score while a hog shares the CPU. */
+static unsigned crowded_wait(int peers) {
+  synchro_event_t ev;
+  synchro_spin_t spin;
+  memset(&ev, 0, sizeof(ev));
+  synchro__spin_init(&spin);
+  spin.spinners = (uint32_t)peers; /* others spinning at this place */
+  CHECK_EQ_INT(synchro__event_wait(&ev, 0.05, NULL, NULL, &spin),
+               SYNCHRO_ETIMEDOUT);
+  CHECK_EQ_INT((int)spin.spinners, peers);
+  return spin.score;
+}
+#endif
+
+/* A waiter whose yield runs someone else's thread stops spinning at once
+ * (the machine is crowded: the spin takes the CPU the awaited thread
+ * needs), unless a peer spinning at the same place explains it. */
+static void test_spin_crowded(void) {
+#ifdef __linux__
+  hog_t h;
+  uv_thread_t t;
+  cpu_set_t old;
+  uint64_t start;
+  CHECK_EQ_INT(pthread_getaffinity_np(pthread_self(), sizeof(old), &old), 0);
+  memset(&h, 0, sizeof(h));
+  while (!CPU_ISSET(h.cpu, &old))
+    h.cpu++;
+  CHECK_EQ_INT(pin_to(h.cpu), 0);
+  CHECK_EQ_INT(uv_thread_create(&t, hog, &h), 0);
+  start = synchro__now_ns();
+  while (!__atomic_load_n(&h.started, __ATOMIC_ACQUIRE)) {
+    CHECK(synchro__now_ns() - start < HANG_NS);
+    sched_yield();
+  }
+  /* alone: the first long yield ends the spin and zeroes the score */
+  CHECK_EQ_INT(crowded_wait(0), 0);
+  /* with a peer: an unpaid spin, one step down (8 - 2) */
+  CHECK_EQ_INT(crowded_wait(1), SYNCHRO_SPIN_MAX - 2);
+  __atomic_store_n(&h.stop, 1, __ATOMIC_RELEASE);
+  uv_thread_join(&t);
+  CHECK_EQ_INT(pthread_setaffinity_np(pthread_self(), sizeof(old), &old), 0);
+#endif
+}
+
 static void test_set_after_park(void) {
   synchro_event_t ev;
   setter_t s;
@@ -294,6 +377,7 @@ int main(void) {
   RUN(test_set_before_wait);
   RUN(test_set_during_spin);
   RUN(test_spin_adapts);
+  RUN(test_spin_crowded);
   RUN(test_set_after_park);
   RUN(test_timeout);
   RUN(test_set_before_timeout);

@@ -95,6 +95,7 @@ typedef int (*synchro_interrupt_cb)(void *ud);
 typedef struct {
   uint32_t score;
   uint32_t probes;
+  uint32_t spinners; /* threads spinning at this place now */
 } synchro_spin_t;
 
 #define SYNCHRO_SPIN_MAX 8u
@@ -104,6 +105,9 @@ void synchro__spin_init(synchro_spin_t *spin);
 int synchro__spin_wanted(synchro_spin_t *spin);
 /* Records how the spin went: paid (the event came during the spin). */
 void synchro__spin_record(synchro_spin_t *spin, int paid);
+/* The spinner was kept off its CPU (another thread ran): stop spinning
+ * until probes find it paying again. Thread: any. */
+void synchro__spin_crowded(synchro_spin_t *spin);
 
 #define SYNCHRO_WAIT_FOREVER (-1.0)
 /* Waits until set, timeout seconds (< 0 forever), or interrupt(ud) says so.

@@ -17,6 +17,7 @@
 
 #define SLICE_NS 50000000ULL /* 50 ms */
 #define SPIN_NS 20000ULL     /* 20 us */
+#define CROWDED_NS 10000ULL  /* a yield this long ran someone else */
 
 uint64_t synchro__now_ns(void) { return uv_hrtime(); }
 
@@ -93,6 +94,7 @@ void synchro__event_set(synchro_event_t *ev) {
 void synchro__spin_init(synchro_spin_t *spin) {
   __atomic_store_n(&spin->score, SYNCHRO_SPIN_MAX, __ATOMIC_RELAXED);
   __atomic_store_n(&spin->probes, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&spin->spinners, 0, __ATOMIC_RELAXED);
 }
 
 int synchro__spin_wanted(synchro_spin_t *spin) {
@@ -103,6 +105,11 @@ int synchro__spin_wanted(synchro_spin_t *spin) {
   return __atomic_fetch_add(&spin->probes, 1, __ATOMIC_RELAXED) %
              PROBE_EVERY ==
          0;
+}
+
+void synchro__spin_crowded(synchro_spin_t *spin) {
+  if (spin != NULL)
+    __atomic_store_n(&spin->score, 0, __ATOMIC_RELAXED);
 }
 
 void synchro__spin_record(synchro_spin_t *spin, int paid) {
@@ -125,11 +132,15 @@ static int spin_until(synchro_event_t *ev, uint64_t start, uint64_t deadline,
    * machine with fewer cores than busy threads the thread we wait for
    * (the loop) gets to run; and stop spinning where it has not been
    * paying off (a loaded machine, a slow call). */
-  for (i = 0, spinning = synchro__spin_wanted(spin); spinning; i++) {
+  spinning = synchro__spin_wanted(spin);
+  if (!spinning)
+    return synchro__load(&ev->word) == 1;
+  __atomic_fetch_add(&spin->spinners, 1, __ATOMIC_RELAXED);
+  for (i = 0; spinning; i++) {
     uint64_t now;
     if (synchro__load(&ev->word) == 1) {
       synchro__spin_record(spin, 1);
-      return 1;
+      break;
     }
     synchro__cpu_relax();
     if ((i & 63) == 63) {
@@ -141,8 +152,18 @@ static int spin_until(synchro_event_t *ev, uint64_t start, uint64_t deadline,
         break;
       }
       sched_yield();
+      if (synchro__now_ns() - now > CROWDED_NS &&
+          __atomic_load_n(&spin->spinners, __ATOMIC_RELAXED) == 1) {
+        /* the yield ran a thread that is not one of ours: the cores
+         * are taken by others, and spinning takes the CPU the thread we
+         * wait for needs. (A peer waiting here explains a long yield
+         * by itself: then the spin goes on as it would.) */
+        synchro__spin_crowded(spin);
+        break;
+      }
     }
   }
+  __atomic_fetch_sub(&spin->spinners, 1, __ATOMIC_RELAXED);
   return synchro__load(&ev->word) == 1;
 }
 
