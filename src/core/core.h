@@ -394,6 +394,8 @@ struct synchro {
   uv_prepare_t prepare;
   uv_timer_t grace_timer;
   lua_State *L; /* the loop VM: touched only by the loop thread */
+  void *vm_refs; /* the loop VM's dispatch state (src/vm/dispatch.c), in
+                   * L: loop thread only */
   int runtime_ref;
   synchro_event_t started;
   int start_error;

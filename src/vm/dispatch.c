@@ -33,6 +33,9 @@ typedef struct {
    * function. */
   int fns, pool, sched, new_coroutine, fast_after, slot_co, slot_fn;
   int pool_max; /* sched.POOL_MAX: coroutines the pool keeps */
+  /* the field names the fast path reads and writes in sched, held as
+   * refs so that no C string is interned per call */
+  int k_running, k_head, k_tail;
   const void *done; /* sched.DONE, what a worker yields when fn returns */
   synchro_call_t *fast_call; /* the call running on the fast path */
   int fast_taken;            /* its task was made (core.fast_take) */
@@ -158,10 +161,19 @@ static void reply_results(lua_State *L, synchro_call_t *call, int first,
   synchro__call_unref(call);
 }
 
+/* sched[key ref] on top of the stack, sched at idx (raw: sched's
+ * fields are its own, its metatable only gives methods) */
+static void sched_get(lua_State *L, int idx, int key) {
+  idx = lua_absindex(L, idx);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, key);
+  lua_rawget(L, idx);
+}
+
 static void set_running(lua_State *L, runtime_refs_t *r, int running) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, r->sched);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->k_running);
   lua_pushboolean(L, running);
-  lua_setfield(L, -2, "running");
+  lua_rawset(L, -3);
   lua_pop(L, 1);
 }
 
@@ -170,13 +182,13 @@ static void set_running(lua_State *L, runtime_refs_t *r, int running) {
 static void run_ready(lua_State *L, runtime_refs_t *r) {
   lua_Integer head, tail;
   lua_rawgeti(L, LUA_REGISTRYINDEX, r->sched);
-  lua_getfield(L, -1, "head");
-  lua_getfield(L, -2, "tail");
+  sched_get(L, -1, r->k_head);
+  sched_get(L, -2, r->k_tail);
   head = lua_tointeger(L, -2);
   tail = lua_tointeger(L, -1);
   lua_pop(L, 2);
   if (head <= tail) {
-    lua_getfield(L, -1, "run_ready");
+    lua_getfield(L, -1, "run_ready"); /* a method: through __index */
     lua_insert(L, -2);
     if (lua_pcall(L, 1, 0, 0) != 0)
       report(L, "run_ready");
@@ -296,7 +308,7 @@ static int fast_call(lua_State *L, runtime_refs_t *r, synchro_call_t *call) {
 }
 
 void synchro__dispatch(synchro_t *S, lua_State *L, synchro_msg_t *msg) {
-  runtime_refs_t *r = refs_of(L);
+  runtime_refs_t *r = S->vm_refs;
   int top = lua_gettop(L), n;
   switch (msg->kind) {
   case SYNCHRO_MSG_CALL: {
@@ -559,6 +571,7 @@ static int open_runtime(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, "synchro.runtime_refs");
+  S->vm_refs = r; /* the registry keeps r as long as L lives */
   r->define = ref_field(L, t, "define");
   r->ops = ref_table(L, t, "ops");
   r->cancel = ref_field(L, t, "cancel");
@@ -577,6 +590,12 @@ static int open_runtime(lua_State *L) {
   if (r->done == NULL)
     luaL_error(L, "synchro.runtime has no DONE");
   luaL_ref(L, LUA_REGISTRYINDEX); /* kept: r->done stays its address */
+  lua_pushliteral(L, "running");
+  r->k_running = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushliteral(L, "head");
+  r->k_head = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushliteral(L, "tail");
+  r->k_tail = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushboolean(L, 0);
   r->slot_co = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushboolean(L, 0);

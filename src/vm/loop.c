@@ -164,6 +164,7 @@ static void thread_main(void *arg) {
     S->start_error = SYNCHRO_ETHREAD;
     lua_close(L);
     S->L = NULL;
+    S->vm_refs = NULL;
     synchro__event_set(&S->exited);
     synchro__event_set(&S->started);
     return;
@@ -195,6 +196,7 @@ static void thread_main(void *arg) {
   synchro__dispatch_shutdown(S);
   lua_close(L);
   S->L = NULL;
+  S->vm_refs = NULL;
   uv_walk(&S->loop, close_walk, NULL);
   /* Let close callbacks and finishing threadpool requests run (their
    * callbacks no longer touch Lua), but not forever: a request stuck in
