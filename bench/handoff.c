@@ -2,7 +2,7 @@
  * resume per call, with nothing else (no mailbox, no marshalling, no
  * scheduler). The caller publishes a request word and waits; the server
  * thread sees it, resumes a Lua coroutine that yields the argument back,
- * and publishes the answer. Both sides spin briefly, then park on a futex
+ * and publishes the answer. Both sides spin up to 20 µs, then park on a futex
  * (Linux) or yield (elsewhere), as synchro's own waits do.
  *
  * Prints "handoff p50_us p99_us" for bench/roundtrip.lua, which shows it
@@ -25,7 +25,7 @@
 #include <unistd.h>
 #endif
 
-#define SPIN 2000
+#define SPIN_NS 20000u /* as synchro's waits: spin 20 us, then park */
 
 typedef struct {
   uint32_t word; /* sequence number of the last request or answer */
@@ -53,10 +53,17 @@ static void publish(slot_t *s, uint32_t seq) {
 /* Waits until s->word != old. */
 static uint32_t await_change(slot_t *s, uint32_t old) {
   uint32_t w;
-  int i;
-  for (i = 0; i < SPIN; i++)
+  unsigned i;
+  uint64_t start = now_ns();
+  for (i = 1;; i++) {
     if ((w = __atomic_load_n(&s->word, __ATOMIC_ACQUIRE)) != old)
       return w;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+    if ((i & 63) == 0 && now_ns() - start > SPIN_NS)
+      break;
+  }
   for (;;) {
 #ifdef __linux__
     __atomic_store_n(&s->sleeping, 1, __ATOMIC_SEQ_CST);
