@@ -42,6 +42,7 @@ bench: deps
 	@tools/deps.sh bench
 	@$(MAKE) --no-print-directory $(BUILD)/$(LUA)/.built
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/roundtrip.lua
+	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/marshal.lua
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/tcp_echo.lua
 	@tools/with-env.sh $(BUILD)/$(LUA) lua$(LUA) bench/http.lua
 	@bench/instructions.sh $(LUA)

@@ -138,3 +138,53 @@ describe("wrapped functions are released", function()
     assert.are.equal("closed", S:state())
   end)
 end)
+
+-- Calls keep the buffers their values grew (up to 4 MiB each) for the next
+-- call; bigger ones go. The process's resident memory, not only the Lua
+-- heaps, must stay flat across many large echoes.
+local function rss_kb()
+  local f = io.open("/proc/self/statm", "r")
+  if not f then return nil end
+  local _, resident = f:read("*n", "*n")
+  f:close()
+  return resident and resident * 4 -- pages of 4 KiB
+end
+
+describe("large values", function()
+  it("cross byte-exact whatever size came before, with zeros inside",
+    function()
+      local S = synchro.new()
+      local echo = S:wrap(function(x) return x, #x end)
+      local sizes = { 3 * 2 ^ 20, 10, 5 * 2 ^ 20, 0, 2 ^ 20 + 1, 200,
+        16 * 2 ^ 20, 4 * 2 ^ 20, 1 }
+      for n, size in ipairs(sizes) do
+        local unit = "\0" .. string.char(n) .. "\255z"
+        local s = unit:rep(math.floor(size / 4)) .. unit:sub(1, size % 4)
+        local back, len = echo(s)
+        assert.are.equal(#s, len)
+        assert.is_true(back == s, ("size %d came back changed"):format(size))
+      end
+      S:close()
+    end)
+
+  it("1 MiB and 6 MiB echoes, 200 each, leave the resident size flat",
+    function()
+      if rss_kb() == nil then return pending("no /proc/self/statm") end
+      local S = synchro.new()
+      local echo = S:wrap(function(x) return x end)
+      local mib, six = ("m"):rep(2 ^ 20), ("s"):rep(6 * 2 ^ 20)
+      for _ = 1, 20 do echo(mib); echo(six) end
+      full_gc()
+      local before = rss_kb()
+      for _ = 1, 200 do
+        assert.are.equal(2 ^ 20, #echo(mib))
+        assert.are.equal(6 * 2 ^ 20, #echo(six))
+      end
+      full_gc()
+      local grown = rss_kb() - before
+      -- a leak of either buffer or string would be 200-1400 MiB
+      assert.is_true(grown < 64 * 1024,
+        ("resident size grew by %d KiB"):format(grown))
+      S:close()
+    end)
+end)

@@ -12,10 +12,16 @@ log=$(mktemp -d)
 check() { # name command...
   local name=$1
   shift
-  if "$@" >"$log/$name.txt" 2>&1; then
+  local rc=0
+  "$@" >"$log/$name.txt" 2>&1 || rc=$?
+  if [ "$rc" -eq 0 ]; then
     echo "PASS $name"
   else
-    echo "FAIL $name"
+    echo "FAIL $name (exit status $rc)"
+    # a sanitizer's report first (it may sit far from the end), then the
+    # end of the output
+    grep -n -m 1 -A 60 -E "(ERROR|WARNING): [A-Za-z]+Sanitizer|runtime error:" \
+      "$log/$name.txt"
     tail -n 40 "$log/$name.txt"
     status=1
   fi

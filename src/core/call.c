@@ -36,29 +36,66 @@ void *synchro__alloc_aligned(size_t size) {
 #endif
 #endif
 
+/* A spare call keeps the heap buffers its last use grew (args and reply),
+ * up to SYNCHRO_CALL_KEEP_BUF bytes each, so that a caller sending large
+ * values one after another does not allocate (and fault in) a fresh
+ * buffer per call; bigger ones are freed, so a one-off huge value does
+ * not stay pinned. */
+#define SYNCHRO_CALL_KEEP_BUF ((size_t)4 << 20)
+
+static void keep_or_free(synchro_buf_t *buf) {
+  if (buf->borrowed || buf->cap > SYNCHRO_CALL_KEEP_BUF) {
+    synchro__buf_free(buf);
+  } else {
+    buf->len = 0;
+  }
+}
+
+static void free_call(synchro_call_t *call) {
+  synchro__buf_free(&call->args);
+  synchro__buf_free(&call->reply);
+  free(call);
+}
+
+/* A call with its buffers ready (kept ones, or the inline storage). */
 static synchro_call_t *call_alloc(synchro_t *S) {
+  synchro_call_t *call = NULL;
 #ifndef SYNCHRO_NO_CALL_SPARES
   int i;
-  for (i = 0; i < SYNCHRO_CALL_SPARES; i++) {
-    synchro_call_t *call;
+  for (i = 0; i < SYNCHRO_CALL_SPARES && call == NULL; i++) {
     if (__atomic_load_n(&S->spare_calls[i], __ATOMIC_RELAXED) == NULL)
       continue;
     call = synchro__xchg(&S->spare_calls[i], (synchro_call_t *)NULL);
-    if (call != NULL) {
-      memset(call, 0, sizeof(*call));
-      return call;
-    }
+  }
+  if (call != NULL) {
+    synchro_buf_t args = call->args, reply = call->reply;
+    memset(call, 0, sizeof(*call));
+    call->args = args;
+    call->reply = reply;
   }
 #else
   (void)S;
 #endif
-  return synchro__alloc_aligned(sizeof(synchro_call_t));
+  if (call == NULL) {
+    call = synchro__alloc_aligned(sizeof(synchro_call_t));
+    if (call == NULL)
+      return NULL;
+    synchro__buf_init(&call->args);
+    synchro__buf_init(&call->reply);
+  }
+  if (call->args.data == NULL)
+    synchro__buf_use(&call->args, call->args_inline, SYNCHRO_CALL_INLINE);
+  if (call->reply.data == NULL)
+    synchro__buf_use(&call->reply, call->reply_inline, SYNCHRO_CALL_INLINE);
+  return call;
 }
 
 /* Before the call's reference to S is dropped. */
 static void call_release(synchro_t *S, synchro_call_t *call) {
 #ifndef SYNCHRO_NO_CALL_SPARES
   int i;
+  keep_or_free(&call->args);
+  keep_or_free(&call->reply);
   for (i = 0; i < SYNCHRO_CALL_SPARES; i++) {
     if (__atomic_load_n(&S->spare_calls[i], __ATOMIC_RELAXED) != NULL)
       continue;
@@ -69,13 +106,17 @@ static void call_release(synchro_t *S, synchro_call_t *call) {
 #else
   (void)S;
 #endif
-  free(call);
+  free_call(call);
 }
 
 void synchro__call_spares_free(synchro_t *S) {
   int i;
-  for (i = 0; i < SYNCHRO_CALL_SPARES; i++)
-    free(synchro__xchg(&S->spare_calls[i], (synchro_call_t *)NULL));
+  for (i = 0; i < SYNCHRO_CALL_SPARES; i++) {
+    synchro_call_t *call =
+        synchro__xchg(&S->spare_calls[i], (synchro_call_t *)NULL);
+    if (call != NULL)
+      free_call(call);
+  }
 }
 
 synchro_call_t *synchro__call_new(synchro_t *S, int op, int64_t fn_id) {
@@ -84,8 +125,6 @@ synchro_call_t *synchro__call_new(synchro_t *S, int op, int64_t fn_id) {
     return NULL;
   call->pollfd = call->pollfd_peer = -1;
   call->deadline_slot = -1;
-  synchro__buf_use(&call->args, call->args_inline, SYNCHRO_CALL_INLINE);
-  synchro__buf_use(&call->reply, call->reply_inline, SYNCHRO_CALL_INLINE);
   call->msg.kind = SYNCHRO_MSG_CALL;
   call->refs = 1;
   call->op = op;
@@ -105,8 +144,6 @@ void synchro__call_unref(synchro_call_t *call) {
   n = call->listener;
   if (n != NULL && n != LISTENER_DONE)
     synchro__notifier_unref(n);
-  synchro__buf_free(&call->args);
-  synchro__buf_free(&call->reply);
   if (call->pollfd >= 0)
     close(call->pollfd);
   if (call->pollfd_peer >= 0)

@@ -44,8 +44,13 @@ int synchro__buf_reserve(synchro_buf_t *buf, size_t extra) {
     return SYNCHRO_ENOMEM;
   need = buf->len + extra;
   cap = buf->cap < 64 ? 64 : buf->cap;
-  while (cap < need)
-    cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+  if (need / 2 > cap) {
+    /* one large piece (a big string): room for it, sized once */
+    cap = need;
+  } else {
+    while (cap < need)
+      cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+  }
   if (buf->borrowed) {
     data = malloc(cap);
     if (data != NULL && buf->len > 0)
