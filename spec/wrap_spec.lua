@@ -118,6 +118,43 @@ describe("S:wrap", function()
       assert.are.equal(back.a, back.b)
     end)
 
+  it("copies tables of every shape exactly: holes, items kept in the " ..
+    "hash part, odd keys beside the items", function()
+    local echo = S:wrap(function(t) return t end)
+    local function same(a, b)
+      if type(a) ~= "table" then return a == b end
+      if type(b) ~= "table" then return false end
+      for k, v in pairs(a) do if not same(v, b[k]) then return false end end
+      for k in pairs(b) do if a[k] == nil then return false end end
+      return true
+    end
+    local backwards = {}
+    for i = 20, 1, -1 do backwards[i] = i * 2 end -- items in the hash part
+    local holed = {}
+    for i = 1, 12 do holed[i] = i end
+    holed[5], holed[9] = nil, nil
+    local odd = { 1, 2, 3 }
+    odd[2.5], odd[-1], odd[0], odd[100], odd.k = "f", "n", "z", 100, "v"
+    local mixed = {}
+    for i = 1, 100 do mixed[i] = i end
+    for i = 1, 50 do mixed["k" .. i] = i end
+    for i = 101, 120 do mixed[i * 3] = i end
+    local shuffled = {}
+    shuffled[3], shuffled[1], shuffled.x, shuffled[2] = 3, 1, "x", 2
+    local bad_item = { 1, 2, { 3, coroutine.create(function() end) } }
+    for _, t in ipairs({ backwards, holed, odd, mixed, shuffled, {},
+      { 1, nil, 3 }, { n = 1, { 1 }, { 2, { 3 } } } }) do
+      assert.is_true(same(t, echo(t)))
+    end
+    local ok, err = pcall(echo, bad_item)
+    assert.is_false(ok)
+    assert.matches("args%[1%]%[3%]%[2%]: cannot send thread", err)
+    local late = { 1, 2, x = coroutine.create(function() end) }
+    ok, err = pcall(echo, late)
+    assert.is_false(ok)
+    assert.matches("args%[1%]%.x: cannot send thread", err)
+  end)
+
   it("copies upvalues, recursive local functions and module tables",
     function()
       local factor = 3

@@ -611,27 +611,68 @@ static int is_array_key(lua_State *L, int idx, size_t narr) {
 #endif
 }
 
-static int encode_fields(encoder *e, int idx, int depth) {
+/* Whether the key at idx is the integer n. */
+static int key_is(lua_State *L, int idx, size_t n) {
+#ifdef HAVE_INTEGERS
+  return lua_isinteger(L, idx) && lua_tointeger(L, idx) == (lua_Integer)n;
+#else
+  return lua_type(L, idx) == LUA_TNUMBER &&
+         lua_tonumber(L, idx) == (lua_Number)n;
+#endif
+}
+
+/* Items from..narr of the table at idx, by index. */
+static int encode_items(encoder *e, int idx, int depth, size_t from,
+                        size_t narr) {
   lua_State *L = e->L;
   frame *f = &e->frames[depth];
-  size_t narr = lua_rawlen(L, idx), i, at;
-  uint32_t nhash = 0;
-  ref_add(e, idx);
-  TRY(put_byte(e, TAG_TABLE));
-  TRY(put_varint(e, narr));
-  at = e->buf->len;
-  TRY(put_zeros(e, 4)); /* u32 nhash, patched below */
+  size_t i;
   f->kind = FRAME_ITEM;
-  for (i = 1; i <= narr; i++) {
+  for (i = from; i <= narr; i++) {
     f->n = (lua_Integer)i;
     lua_rawgeti(L, idx, (lua_Integer)i);
     TRY(encode_value(e, lua_gettop(L), depth + 1));
     lua_pop(L, 1);
   }
+  return 0;
+}
+
+/* The format: items 1..narr (narr = the border rawlen gives), then the
+ * other pairs. The table is walked once with lua_next: its array part
+ * comes first, in order, and its items are encoded as they come; when a
+ * key comes out of that order (a hole, or items kept in the hash part),
+ * the missing items are taken by index and the walk goes on skipping the
+ * keys that were items. */
+static int encode_fields(encoder *e, int idx, int depth) {
+  lua_State *L = e->L;
+  frame *f = &e->frames[depth];
+  size_t narr = lua_rawlen(L, idx), next = 1, at;
+  uint32_t nhash = 0;
+  int in_order = 1; /* every key so far was the next item */
+  ref_add(e, idx);
+  TRY(put_byte(e, TAG_TABLE));
+  TRY(put_varint(e, narr));
+  at = e->buf->len;
+  TRY(put_zeros(e, 4)); /* u32 nhash, patched below */
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     int top = lua_gettop(L);
-    if (is_array_key(L, top - 1, narr)) {
+    if (in_order) {
+      if (next <= narr && key_is(L, top - 1, next)) {
+        f->kind = FRAME_ITEM;
+        f->n = (lua_Integer)next++;
+        TRY(encode_value(e, top, depth + 1));
+        lua_pop(L, 1);
+        continue;
+      }
+      in_order = 0;
+      if (next <= narr) {
+        /* items still missing: by index, before any pair */
+        TRY(encode_items(e, idx, depth, next, narr));
+        next = 0; /* from here on, keys 1..narr are items already sent */
+      }
+    }
+    if (next == 0 && is_array_key(L, top - 1, narr)) {
       lua_pop(L, 1);
       continue;
     }
@@ -644,6 +685,8 @@ static int encode_fields(encoder *e, int idx, int depth) {
     if (++nhash == UINT32_MAX)
       return fail(e, depth, "table too large");
   }
+  if (in_order && next <= narr)
+    TRY(encode_items(e, idx, depth, next, narr));
   patch_u32(e->buf, at, nhash);
   return 0;
 }
