@@ -11,6 +11,11 @@
 #endif
 #include <stdlib.h>
 #include <string.h>
+#ifdef SYNCHRO_HAVE_VALGRIND_H
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
 
 #include "core.h"
 #include "test.h"
@@ -169,8 +174,16 @@ static void test_spin_crowded(void) {
     CHECK(synchro__now_ns() - start < HANG_NS);
     sched_yield();
   }
-  /* alone: the first long yield ends the spin and zeroes the score */
-  CHECK_EQ_INT(crowded_wait(0), 0);
+  /* alone: the first long yield ends the spin and zeroes the score. Under
+   * valgrind, whose own lock runs one thread at a time whatever the CPUs,
+   * a yield may come back before the hog ran, so this half is left to the
+   * native and sanitizer runs. A few tries absorb a scheduler that let the
+   * waiter run on once; without the rule no try gives 0. */
+  if (!RUNNING_ON_VALGRIND) {
+    int tries = 0;
+    while (crowded_wait(0) != 0)
+      CHECK(++tries < 5);
+  }
   /* with a peer: an unpaid spin, one step down (8 - 2) */
   CHECK_EQ_INT(crowded_wait(1), SYNCHRO_SPIN_MAX - 2);
   __atomic_store_n(&h.stop, 1, __ATOMIC_RELEASE);
