@@ -394,6 +394,225 @@ describe("aio.iter_in_thread", function()
   end)
 end)
 
+describe("S:iter_in_thread and synchro.iter_in_thread", function()
+  local S
+  setup(function() S = synchro.new({ name = "iter-out-spec", slow = 0 }) end)
+  teardown(function() S:close() end)
+
+  -- The gap left by aio.iter_in_thread: a blocking generator iterated from
+  -- plain code and from synchro.run, not only from a loop's task.
+  it("iterates from plain code, blocking for each item", function()
+    local count, total, ordered = 0, 0, true
+    local it = S:iter_in_thread({ buffer = 8 }, function(n)
+      for i = 1, n do coroutine.yield(i, -i) end
+    end, 10000)
+    while true do
+      local v, w = it:next()
+      if v == nil then break end
+      count, total = count + 1, total + v
+      if v ~= count or w ~= -v then ordered = false end
+    end
+    assert.are.equal(10000, count)
+    assert.are.equal(10000 * 10001 / 2, total)
+    assert.is_true(ordered)
+    assert.is_nil(it:next()) -- ended stays ended
+    -- the default synchronizer's, and aio.iter_in_thread outside a task
+    local got = {}
+    for v in synchro.iter_in_thread(function() coroutine.yield("a")
+      coroutine.yield("b") end) do got[#got + 1] = v end
+    for v in synchro.aio.iter_in_thread(function(x) coroutine.yield(x) end,
+      "c") do got[#got + 1] = v end
+    assert.are.same({ "a", "b", "c" }, got)
+  end)
+
+  it("awaits inside synchro.run without stalling it", function()
+    local sum, ticks = synchro.run(function()
+      local aio = synchro.aio
+      local n = 0
+      local ticker = aio.spawn(function()
+        while true do n = n + 1 aio.sleep(0.005) end
+      end)
+      local it = S:iter_in_thread({ buffer = 2 }, function()
+        local clock = os.clock
+        for i = 1, 5 do
+          local t = clock() + 0.02 -- blocking work on the worker
+          while clock() < t do end
+          coroutine.yield(i)
+        end
+      end)
+      local s = 0
+      while true do
+        local v = it:next()
+        if v == nil then break end
+        s = s + v
+      end
+      ticker:cancel()
+      return s, n
+    end)
+    assert.are.equal(15, sum)
+    assert.is_true(ticks >= 3, "the scheduler ran " .. ticks .. " ticks")
+  end)
+
+  it("close() from plain code interrupts the generator after its cleanup",
+    function()
+      local marker = util.tmpname()
+      local it = S:iter_in_thread(function(p)
+        coroutine.yield(1)
+        local ok, err = pcall(function()
+          local function spin() while true do end end
+          if jit then jit.off(spin) end
+          spin()
+        end)
+        local f = io.open(p, "w")
+        f:write("cleaned: " .. tostring(ok) .. " " .. tostring(err))
+        f:close()
+      end, marker)
+      assert.are.equal(1, it:next())
+      it:close()
+      assert.is_nil(it:next())
+      assert.are.equal("cleaned: false ECANCELED: the job was cancelled",
+        util.read(marker))
+      os.remove(marker)
+    end)
+
+  it("a break leaves the loop and closes it (5.4)", function()
+    if _VERSION ~= "Lua 5.4" then
+      pending("the to-be-closed 4th value of a for loop is Lua 5.4's")
+      return
+    end
+    local marker = util.tmpname()
+    local seen = 0
+    for v in S:iter_in_thread(function(p)
+      local ok = pcall(function() for i = 1, 1e9 do coroutine.yield(i) end end)
+      local f = io.open(p, "w")
+      f:write(tostring(ok))
+      f:close()
+    end, marker) do
+      seen = v
+      if v == 3 then break end
+    end
+    assert.are.equal(3, seen)
+    -- PUC 5.4 cannot yield inside that pcall: the generator's pcall ends
+    -- with the interrupt (false) or the yield's error; the file is there
+    assert.are.equal("false", util.read(marker))
+    os.remove(marker)
+  end)
+
+  it("raises the generator's error after its items", function()
+    local it = S:iter_in_thread(function()
+      coroutine.yield(1)
+      error("gen failed")
+    end)
+    assert.are.equal(1, it:next())
+    local ok, err = pcall(it.next, it)
+    assert.is_false(ok)
+    assert.matches("gen failed", err, 1, true)
+    assert.matches("[worker thread] stack traceback", err, 1, true)
+    assert.is_nil(it:next())
+  end)
+
+  it("refuses bad arguments at the caller's line, numbered as passed",
+    function()
+      local here = debug.getinfo(1, "S").short_src
+      local function raised(f, ...)
+        local ok, err = pcall(f, ...)
+        assert.is_false(ok)
+        return err
+      end
+      -- (each call on one line: Luas differ on a multi-line call's line)
+      local line = debug.getinfo(1, "l").currentline
+      local e1 = raised(function() local _ = S:iter_in_thread(42) end)
+      assert.are.equal(here .. ":" .. (line + 1) .. ": bad argument #1 " ..
+        "to 'iter_in_thread' (function expected, got number)", e1)
+      assert.matches("bad argument #1 to 'iter_in_thread' (buffer must be " ..
+        "an integer between 1 and 1000000)", raised(function()
+          return S:iter_in_thread({ buffer = 0 / 0 }, function() end) end),
+        1, true)
+      assert.matches("unknown option 'size'", raised(function()
+        return S:iter_in_thread({ size = 1 }, function() end) end), 1, true)
+      assert.matches("bad argument #2 to 'iter_in_thread' (function " ..
+        "expected, got nil)", raised(function()
+          return synchro.iter_in_thread({ buffer = 2 }) end), 1, true)
+      local f = function() end
+      line = debug.getinfo(1, "l").currentline
+      local e2 = raised(function() local _ = S:iter_in_thread({}, f, 1, io.stdout) end)
+      assert.are.equal(here .. ":" .. (line + 1) .. ": bad argument #4 " ..
+        "to 'iter_in_thread' (args[4]: cannot send userdata)", e2)
+      assert.matches("bad argument #3 to 'iter_in_thread' (args[3]: ",
+        raised(function() local _ = S:iter_in_thread(function() end, 1,
+          io.stdout) end), 1, true)
+    end)
+end)
+
+describe("misuse of synchro's wrappers is reported as the user wrote it",
+  function()
+    local S
+    setup(function() S = synchro.new({ name = "argnum-spec", slow = 0 }) end)
+    teardown(function() S:close() end)
+    local here = debug.getinfo(1, "S").short_src
+
+    -- (the functions passed do not tail-call: a tail call leaves no frame
+    -- of the caller's to report)
+    local function raised(f)
+      local ok, err = pcall(f)
+      assert.is_false(ok)
+      return err
+    end
+
+    it("to_thread, offload and offloaded methods", function()
+      local f, out = function() end, io.stdout
+      local ctor = function() return {} end
+      local line = debug.getinfo(1, "l").currentline
+      local e1 = raised(function() local _ = S:to_thread(f, 1, out) end)
+      local e2 = raised(function() local _ = synchro.to_thread(f, out) end)
+      local e3 = raised(function() local _ = S:offload(ctor, 1, 2, out) end)
+      assert.are.equal(here .. ":" .. (line + 1) .. ": bad argument #3 to " ..
+        "'to_thread' (args[3]: cannot send userdata)", e1)
+      assert.are.equal(here .. ":" .. (line + 2) .. ": bad argument #2 to " ..
+        "'to_thread' (args[2]: cannot send userdata)", e2)
+      assert.are.equal(here .. ":" .. (line + 3) .. ": bad argument #4 to " ..
+        "'offload' (args[4]: cannot send userdata)", e3)
+      local obj = S:offload(function()
+        local o = {}
+        function o.put(_, x) return x end
+        function o.take(x) return x end
+        return o
+      end)
+      assert.matches("bad argument #1 to 'put' (args[1]: cannot send " ..
+        "userdata)", raised(function() local _ = obj:put(io.stdout) end), 1,
+        true)
+      assert.matches("bad argument #2 to 'take' (args[2]: ",
+        raised(function() local _ = obj.take(1, io.stdout) end), 1, true)
+      assert.are.equal(5, obj:put(5)) -- still works after the refusals
+      -- inside synchro.run, where the call awaits
+      local e4 = synchro.run(function()
+        return raised(function() local _ = S:to_thread(function() end, 1, 2,
+          io.stdout) end)
+      end)
+      assert.matches("^" .. here:gsub("%p", "%%%0") .. ":%d+: bad argument " ..
+        "#4 to 'to_thread' %(args%[4%]: cannot send userdata%)$", e4)
+    end)
+
+    it("wrapped functions and generators", function()
+      local fetch = S:wrap(function(a, b) return a, b end)
+      local line = debug.getinfo(1, "l").currentline
+      local e1 = raised(function() local _ = fetch(1, io.stdout) end)
+      assert.are.equal(here .. ":" .. (line + 1) .. ": bad argument #2 to " ..
+        "'fetch' (args[2]: cannot send userdata)", e1)
+      local gen = S:wrap_generator(function()
+        local v = synchro.emit(1)
+        synchro.emit(v)
+      end)
+      local it = gen()
+      assert.are.equal(1, it:next())
+      assert.matches("bad argument #1 to 'send' (args[1]: cannot send " ..
+        "userdata)", raised(function() local _ = it:send(io.stdout) end), 1,
+        true)
+      assert.are.equal("ok", it:send("ok")) -- the step was never sent
+      it:close()
+    end)
+  end)
+
 describe("S:offload and S:offload_module", function()
   local S
   setup(function() S = synchro.new({ name = "offload-spec", slow = 0 }) end)

@@ -148,6 +148,12 @@ function synchro.register_adapter(detect) end
 ---@return ...
 function synchro.to_thread(fn, ...) end
 
+--- `S:iter_in_thread` on the default synchronizer (inside a loop's task:
+--- `aio.iter_in_thread` on that loop).
+---@param opts_or_fn {buffer?: integer}|fun(...)
+---@return synchro.Iterator|synchro.aio.ThreadIterator
+function synchro.iter_in_thread(opts_or_fn, ...) end
+
 --- The awaiter of the running code (a function that awaits a Future), or
 --- nil when the running code can only block (see `register_adapter`).
 ---@return (fun(f: synchro.Future): ...)|nil
@@ -218,6 +224,15 @@ function Synchronizer:close(grace) end
 ---@param fn fun(...): ...
 ---@return ...
 function Synchronizer:to_thread(fn, ...) end
+
+--- Runs the blocking generator `fn(...)` on a worker thread of this
+--- synchronizer's loop and iterates its items (each `coroutine.yield(...)`
+--- in `fn`) from anywhere: plain code blocks for each, async code awaits.
+--- At most `opts.buffer` items (default 64) wait; `it:close()` (a `break`
+--- on 5.4) interrupts `fn` and waits for its cleanup.
+---@param opts_or_fn {buffer?: integer}|fun(...)
+---@return synchro.Iterator
+function Synchronizer:iter_in_thread(opts_or_fn, ...) end
 
 --- Builds a blocking object with `ctor(...)` on a worker thread of its
 --- own, which keeps it; returns a table with one function per method,

@@ -31,6 +31,19 @@ function check.user_level()
   end
 end
 
+--- The position ("file:line: ") of the user's frame, as error() would
+--- prefix it, or "" when it has none. The C binding raises its "bad
+--- argument" errors with it (through the registry), by the same rule.
+---@return string
+function check.where()
+  local info = getinfo(check.user_level(), "Sl")
+  if info == nil or info.currentline == nil or info.currentline <= 0 then
+    return ""
+  end
+  return ("%s:%d: "):format(info.short_src, info.currentline)
+end
+debug.getregistry()["synchro.user_where"] = check.where
+
 --- Raises msg (a misuse error) at the user's line.
 ---@param msg string
 function check.error(msg)

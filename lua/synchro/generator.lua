@@ -71,7 +71,7 @@ return function(synchro, Synchronizer, P)
     local cancelled
     if how == "throw" then value, cancelled = sendable_error(value) end
     return finish_step(self, call_op(self.ud, self.aio, OP_GEN_NEXT,
-      self.gid, "generator", how, value, cancelled))
+      self.gid, how, how, value, cancelled))
   end
 
   -- The raw outcome of a step: "item", values... | "end" | "error", err,
@@ -149,8 +149,8 @@ return function(synchro, Synchronizer, P)
   end
 
   local function start(gen, in_async, ...)
-    local gid = call_op(gen._ud, in_async, gen._start_op or OP_GEN_START,
-      gen._id, "generator", ...)
+    local gid = P.call_op_as(gen._ud, in_async, gen._start_op or
+      OP_GEN_START, gen._id, gen._argname or "generator", gen._argshift, ...)
     local it = make_iterator(gen._ud, gid, in_async,
       gen._close_timeout or P.grace_of(gen._ud))
     -- the 4th value closes the iterator when a 5.4 for loop is left

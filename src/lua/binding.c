@@ -100,13 +100,19 @@ static const char *name_in_frame(lua_State *L, int level, int self) {
 }
 
 /* The name a wrapped function was called by, for error messages (error
- * path only): the variable holding it in the calling frame, else the name
- * Lua gives the frame, else the wrapped function's own name. self is the
- * wrapped function's table, or 0. */
+ * path only): the name a wrapper gave it (_argname: synchro's to_thread,
+ * offload...), else the variable holding it in the calling frame, else
+ * the name Lua gives the frame, else the wrapped function's own name.
+ * self is the wrapped function's table, or 0. */
 static const char *caller_name(lua_State *L, int self) {
   lua_Debug ar;
   const char *name = NULL;
   int level;
+  if (self != 0) { /* a wrapper's own name for what it wraps */
+    lua_getfield(L, self, "_argname");
+    name = lua_tostring(L, -1); /* kept alive by the table */
+    lua_pop(L, 1);
+  }
   for (level = 1; self != 0 && level <= 2 && name == NULL; level++)
     name = name_in_frame(L, level, self);
   if (name == NULL && lua_getstack(L, 1, &ar) && lua_getinfo(L, "n", &ar) &&
@@ -121,17 +127,56 @@ static const char *caller_name(lua_State *L, int self) {
   return name != NULL ? name : "?";
 }
 
+/* Raises "bad argument #bad to 'name' (msg at the top)" at the user's
+ * line: the first frame outside synchro's own code, as check.lua finds it
+ * (its where(), kept in the registry), since a wrapped function is called
+ * through synchro's Lua. self: see caller_name; its _argshift renumbers
+ * the argument for a wrapper that adds or drops some before it. */
+static int raise_bad_arg(lua_State *L, int bad, int self) {
+  int msg = lua_gettop(L), shift = 0;
+  const char *name;
+  if (self != 0) {
+    lua_getfield(L, self, "_argshift");
+    shift = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  if (shift != 0) { /* the encoder's path "args[bad]..." too */
+    size_t len;
+    const char *text = lua_tostring(L, msg), *rest;
+    lua_pushfstring(L, "args[%d]", bad);
+    len = lua_rawlen(L, -1);
+    rest = strncmp(text, lua_tostring(L, -1), len) == 0 ? text + len : NULL;
+    lua_pop(L, 1);
+    if (rest != NULL) {
+      lua_pushfstring(L, "args[%d]%s", bad + shift, rest);
+      lua_replace(L, msg);
+    }
+    bad += shift;
+  }
+  name = caller_name(L, self);
+  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.user_where");
+  if (lua_isfunction(L, -1)) {
+    lua_call(L, 0, 1);
+  } else {
+    lua_pop(L, 1);
+    luaL_where(L, 1);
+  }
+  lua_pushfstring(L, "bad argument #%d to '%s' (%s)", bad, name,
+                  lua_tostring(L, msg));
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
 /* Encodes call arguments L[first..top]; raises "bad argument" on failure.
- * self: see caller_name. */
-static void encode_args(lua_State *L, int first, int self,
+ * named: the target's table (see caller_name), or 0. */
+static void encode_args(lua_State *L, int first, int named,
                         synchro_call_t *call) {
   int bad = 0, n = lua_gettop(L) - first + 1;
   /* PROXY: functions become callbacks (the exporter of init.lua) */
   if (synchro__marshal_encode(L, first, n, SYNCHRO_MARSHAL_PROXY, "args",
                               &call->args, &bad) != 0) {
     synchro__call_unref(call);
-    luaL_error(L, "bad argument #%d to '%s' (%s)", bad,
-               caller_name(L, self), lua_tostring(L, -1));
+    raise_bad_arg(L, bad, named);
   }
 }
 
@@ -185,7 +230,7 @@ static lua_Integer check_target(lua_State *L, int idx, int *op) {
 /* Makes a call of op on id with the arguments from stack slot first on,
  * not sent yet. Raises on misuse. */
 static synchro_call_t *prepare(lua_State *L, synchro_t *S, int op,
-                               lua_Integer id, int first, int self) {
+                               lua_Integer id, int first, int named) {
   synchro_call_t *call;
   int err = synchro__start(S);
   if (err != 0)
@@ -193,15 +238,18 @@ static synchro_call_t *prepare(lua_State *L, synchro_t *S, int op,
   call = synchro__call_new(S, op, (int64_t)id);
   if (call == NULL)
     luaL_error(L, "not enough memory");
-  encode_args(L, first, self > 0 ? self : 0, call);
+  encode_args(L, first, named, call);
   return call;
 }
 
+/* A submit (the target at 2, arguments from 3). cbs: whether function
+ * arguments (callbacks) are allowed. */
 static synchro_call_t *submit(lua_State *L, synchro_t *S, int op,
-                              lua_Integer id, int first, int self) {
-  synchro_call_t *call = prepare(L, S, op, id, first, self);
+                              lua_Integer id, int cbs) {
+  synchro_call_t *call =
+      prepare(L, S, op, id, 3, lua_type(L, 2) == LUA_TTABLE ? 2 : 0);
   synchro_call_t *sent;
-  if (self == 0 && take_callbacks(L) > 0) { /* (self -1 allows them) */
+  if (!cbs && take_callbacks(L) > 0) {
     release_callbacks(L);
     synchro__call_unref(call);
     luaL_error(L, "a function argument (a callback) can be passed to a "
@@ -601,7 +649,7 @@ static int l_submit_cb(lua_State *L) {
   synchro_t *S = check_S(L, 1);
   int op;
   lua_Integer id = check_target(L, 2, &op);
-  synchro_call_t *call = submit(L, S, op, id, 3, -1);
+  synchro_call_t *call = submit(L, S, op, id, 1);
   synchro__push_future(L, call);
   synchro__call_unref(call);
   if (take_callbacks(L) == 0) {
@@ -744,7 +792,7 @@ static int l_submit(lua_State *L) {
   synchro_t *S = check_S(L, 1);
   int op;
   lua_Integer id = check_target(L, 2, &op);
-  synchro_call_t *call = submit(L, S, op, id, 3, 0);
+  synchro_call_t *call = submit(L, S, op, id, 0);
   synchro_call_t **box = lua_newuserdata(L, sizeof(*box));
   *box = call;
   luaL_setmetatable(L, SYNCHRO_FUTURE_MT);

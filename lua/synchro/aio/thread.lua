@@ -45,6 +45,11 @@ local function worker_error(err, tb)
   return err
 end
 
+local function in_loop_task()
+  return sched.loop and sched.in_task() and
+    sched.current_task().sched == sched.loop
+end
+
 local function check_fn(fn, n, name)
   if type(fn) ~= "function" then
     error(("bad argument #%d to '%s' (function expected, got %s)")
@@ -86,8 +91,7 @@ end
 ---@return ...
 function M.run_in_thread(fn, ...)
   check_fn(fn, 1, "run_in_thread")
-  if not (sched.loop and sched.in_task() and sched.current_task().sched == sched.loop)
-  then
+  if not in_loop_task() then
     -- outside a loop's task: on the default synchronizer's loop
     return require("synchro").to_thread(fn, ...)
   end
@@ -168,31 +172,44 @@ function Iter:next() return Iter.__call(self) end
 function Iter:close() stop(self) end
 Iter.__close = Iter.close
 
+-- iter_in_thread's arguments: ([opts,] fn, ...) -> opts, fn, the index
+-- of fn (1 or 2). Raises at the user's line on misuse.
+local function iter_args(name, opts_or_fn, ...)
+  local opts, fn, n = {}, opts_or_fn, 1
+  if type(opts_or_fn) == "table" and getmetatable(opts_or_fn) == nil then
+    opts = require("synchro.check").opts(opts_or_fn, 1, name, { "buffer" })
+    fn, n = ..., 2
+  end
+  local buffer = opts.buffer or DEFAULT_BUFFER
+  if type(buffer) ~= "number" or buffer ~= math.floor(buffer) or
+    buffer < 1 or buffer > 1000000 then
+    require("synchro.check").argerror(1, name,
+      "buffer must be an integer between 1 and 1000000")
+  end
+  if type(fn) ~= "function" then
+    require("synchro.check").argerror(n, name,
+      "function expected, got " .. type(fn))
+  end
+  return { buffer = buffer }, fn, n
+end
+
 --- Runs the blocking generator `fn(...)` on a worker thread: each
 --- `coroutine.yield(...)` inside it is an item, and the result iterates
 --- them from async code (`for v in aio.iter_in_thread(fn) do`). At most
 --- `opts.buffer` items (default 64) wait for the consumer; then the worker
 --- waits (back pressure). Leaving the loop early: `it:close()` (a `break`
 --- does it on Lua 5.4) interrupts the generator and waits for its cleanup;
---- so does a cancellation of the consuming task.
+--- so does a cancellation of the consuming task. Outside a loop's task
+--- (plain code, `synchro.run`...) it is `synchro.iter_in_thread`.
 ---@param opts_or_fn table|fun(...)
 ---@return synchro.aio.ThreadIterator
 function M.iter_in_thread(opts_or_fn, ...)
-  local opts, fn = {}, opts_or_fn
-  local n = 1
-  if type(opts_or_fn) == "table" and getmetatable(opts_or_fn) == nil then
-    opts = require("synchro.check").opts(opts_or_fn, 1, "iter_in_thread",
-      { "buffer" })
-    fn = ...
-    n = 2
+  if not in_loop_task() then
+    -- outside a loop's task: on the default synchronizer's loop
+    return require("synchro").iter_in_thread(opts_or_fn, ...)
   end
-  local buffer = opts.buffer or DEFAULT_BUFFER
-  if type(buffer) ~= "number" or buffer ~= math.floor(buffer) or
-    buffer < 1 or buffer > 1000000 then
-    error("bad argument #1 to 'iter_in_thread' (buffer must be an integer " ..
-      "between 1 and 1000000)", 2)
-  end
-  check_fn(fn, n, "iter_in_thread")
+  local opts, fn, n = iter_args("iter_in_thread", opts_or_fn, ...)
+  local buffer = opts.buffer
   sched.task("aio.iter_in_thread")
   local it = setmetatable({ buf = {}, pos = 1, count = 0,
     state = "more" }, Iter)
@@ -365,7 +382,8 @@ function M._install(synchro, Synchronizer)
     local w = self:wrap(function(...)
       return require("synchro.aio.thread").run_in_thread(fn, ...)
     end, { name = "to_thread" })
-    return w(...)
+    w._argname, w._argshift = "to_thread", 1 -- fn is argument 1
+    return synchro._call_as(w, ...)
   end
 
   --- Like S:to_thread on the default synchronizer; inside a task of a
@@ -374,14 +392,54 @@ function M._install(synchro, Synchronizer)
   ---@return ...
   function synchro.to_thread(fn, ...)
     check_fn(fn, 1, "to_thread")
-    if sched.loop and sched.in_task() and sched.current_task().sched == sched.loop
-    then
+    if in_loop_task() then
       return run_on(nil, "synchro.to_thread", fn, ...)
     end
     if sched.loop then
       error("synchro.to_thread: in a loop's VM, call it from a task", 2)
     end
     return synchro.default():to_thread(fn, ...)
+  end
+
+  --- Runs the blocking generator `fn(...)` on a worker thread of this
+  --- synchronizer's loop and iterates its items (each
+  --- `coroutine.yield(...)` in `fn`) from anywhere: plain code blocks for
+  --- each item, `synchro.run` and the other schedulers await it. The
+  --- iterator is a wrapped generator's (next, close; a `break` closes it
+  --- on 5.4): at most `opts.buffer` items (default 64) wait; closing it
+  --- interrupts `fn` and waits for its cleanup.
+  ---@param opts_or_fn {buffer?: integer}|fun(...)
+  ---@return synchro.Iterator
+  function Synchronizer:iter_in_thread(opts_or_fn, ...)
+    local opts, fn, n = iter_args("iter_in_thread", opts_or_fn, ...)
+    local g = self:wrap_generator(function(...)
+      local thread = require("synchro.aio.thread")
+      local it = thread.iter_in_thread(opts, fn, ...)
+      local emit = require("synchro").emit
+      local function forward(...) -- nil at the end; an item leaves "more"
+        if it.state ~= "more" then return false end
+        emit(...)
+        return true
+      end
+      return require("synchro.aio").finally(function()
+        while forward(it:next()) do end
+      end, function() it:close() end)
+    end)
+    g._argname, g._argshift = "iter_in_thread", n
+    if n == 2 then return g(select(2, ...)) end
+    return g(...)
+  end
+
+  --- Like S:iter_in_thread on the default synchronizer; inside a task of a
+  --- loop, `aio.iter_in_thread` on that loop.
+  ---@param opts_or_fn {buffer?: integer}|fun(...)
+  ---@return synchro.Iterator|synchro.aio.ThreadIterator
+  function synchro.iter_in_thread(opts_or_fn, ...)
+    if in_loop_task() then return M.iter_in_thread(opts_or_fn, ...) end
+    if sched.loop then
+      check.error("synchro.iter_in_thread: in a loop's VM, call it from a task")
+    end
+    return synchro.default():iter_in_thread(opts_or_fn, ...)
   end
 
   --- Builds a blocking object with `ctor(...)` on a worker thread of its
@@ -405,7 +463,8 @@ function M._install(synchro, Synchronizer)
     local release = self:wrap(function(i)
       require("synchro.aio.thread")._offload_release(i)
     end, { name = "offload release" })
-    local id, names = open(...)
+    open._argname, open._argshift = "offload", 1 -- ctor is argument 1
+    local id, names = synchro._call_as(open, ...)
     local proxy = {}
     local function fix(...)
       local r = pack(...)
@@ -415,11 +474,15 @@ function M._install(synchro, Synchronizer)
       return unpack(r, 1, r.n)
     end
     for _, key in ipairs(names) do
+      -- its own wrapper of call, named for the method; id, key and
+      -- with_self come before the user's arguments (obj:m(x): x is #1)
+      local m = self:wrap(call, { name = key })
+      m._argname, m._argshift = key, -3
       proxy[key] = function(...)
         if select("#", ...) > 0 and rawequal((...), proxy) then
-          return fix(call(id, key, true, select(2, ...)))
+          return fix(synchro._call_as(m, id, key, true, select(2, ...)))
         end
-        return fix(call(id, key, false, ...))
+        return fix(synchro._call_as(m, id, key, false, ...))
       end
     end
     local function gc() pcall(release.future, id) end

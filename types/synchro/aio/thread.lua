@@ -54,7 +54,7 @@ function Iter:close() end
 --- `opts.buffer` items (default 64) wait for the consumer; then the worker
 --- waits (back pressure). `it:close()` (a `break` on Lua 5.4) or a
 --- cancellation of the consuming task interrupts the generator and waits
---- for its cleanup.
+--- for its cleanup. Outside a loop's task it is `synchro.iter_in_thread`.
 ---@param opts_or_fn {buffer?: integer}|fun(...)
 ---@param ... any
 ---@return synchro.aio.ThreadIterator
