@@ -292,6 +292,16 @@ describe("misuse", function()
     local ok, err = pcall(f)
     assert.is_false(ok)
     assert.matches("ECLOSED: synchronizer 'shut' is closed", err, 1, true)
+    -- at the caller's line, not inside synchro's Lua (a blocking call, a
+    -- future, a generator's step)
+    local here = debug.getinfo(1, "S").short_src
+    local line = debug.getinfo(1, "l").currentline
+    local _, e1 = pcall(function() local _ = f() end)
+    local _, e2 = pcall(function() local _ = f.future() end)
+    assert.are.equal(here .. ":" .. (line + 1) .. ": ECLOSED: synchronizer " ..
+      "'shut' is closed", e1)
+    assert.are.equal(here .. ":" .. (line + 2) .. ": ECLOSED: synchronizer " ..
+      "'shut' is closed", e2)
     assert.has_error(function() S2:wrap(function() end) end)
     S2:close() -- twice is fine
   end)

@@ -1,6 +1,7 @@
 /* The Lua binding (module synchro.core): argument checks and conversions
  * only; the policy lives in the Lua modules under lua/synchro. */
 #include <dlfcn.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,18 +58,46 @@ int synchro__raise_interrupted(lua_State *L) {
   return lua_error(L);
 }
 
+/* Pushes the position of the user's frame ("file:line: " or ""): the
+ * first frame outside synchro's own code, as check.lua finds it (its
+ * where(), kept in the registry), since synchro's C functions are called
+ * through synchro's Lua; where that is not loaded, the caller's. */
+static void push_user_where(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.user_where");
+  if (lua_isfunction(L, -1)) {
+    lua_call(L, 0, 1);
+    if (lua_type(L, -1) == LUA_TSTRING)
+      return;
+  }
+  lua_pop(L, 1);
+  luaL_where(L, 1);
+}
+
+/* Raises the formatted message at the user's line (see push_user_where):
+ * misuse and closed synchronizers, the errors about how synchro was
+ * called. */
+static int raise_at_user(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  push_user_where(L);
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
 static int raise_closed(lua_State *L, synchro_t *S) {
   if (S->forked)
-    return luaL_error(L, "ECLOSED: synchronizer '%s' belongs to the parent "
+    return raise_at_user(L, "ECLOSED: synchronizer '%s' belongs to the parent "
                          "process (it ran before fork())", S->name);
   if (S->start_message != NULL)
-    return luaL_error(L, "ETHREAD: synchronizer '%s' failed to start: %s",
+    return raise_at_user(L, "ETHREAD: synchronizer '%s' failed to start: %s",
                       S->name, S->start_message);
   if (synchro__load(&S->state) == SYNCHRO_STATE_CLOSED &&
       S->death_message != NULL)
-    return luaL_error(L, "ECLOSED: the loop thread of synchronizer '%s' "
+    return raise_at_user(L, "ECLOSED: the loop thread of synchronizer '%s' "
                          "died: %s", S->name, S->death_message);
-  return luaL_error(L, "ECLOSED: synchronizer '%s' is closed", S->name);
+  return raise_at_user(L, "ECLOSED: synchronizer '%s' is closed", S->name);
 }
 
 /* Finds a local or upvalue of the function running at level that holds
@@ -128,10 +157,8 @@ static const char *caller_name(lua_State *L, int self) {
 }
 
 /* Raises "bad argument #bad to 'name' (msg at the top)" at the user's
- * line: the first frame outside synchro's own code, as check.lua finds it
- * (its where(), kept in the registry), since a wrapped function is called
- * through synchro's Lua. self: see caller_name; its _argshift renumbers
- * the argument for a wrapper that adds or drops some before it. */
+ * line. self: see caller_name; its _argshift renumbers the argument for a
+ * wrapper that adds or drops some before it. */
 static int raise_bad_arg(lua_State *L, int bad, int self) {
   int msg = lua_gettop(L), shift = 0;
   const char *name;
@@ -154,17 +181,8 @@ static int raise_bad_arg(lua_State *L, int bad, int self) {
     bad += shift;
   }
   name = caller_name(L, self);
-  lua_getfield(L, LUA_REGISTRYINDEX, "synchro.user_where");
-  if (lua_isfunction(L, -1)) {
-    lua_call(L, 0, 1);
-  } else {
-    lua_pop(L, 1);
-    luaL_where(L, 1);
-  }
-  lua_pushfstring(L, "bad argument #%d to '%s' (%s)", bad, name,
-                  lua_tostring(L, msg));
-  lua_concat(L, 2);
-  return lua_error(L);
+  return raise_at_user(L, "bad argument #%d to '%s' (%s)", bad, name,
+                       lua_tostring(L, msg));
 }
 
 /* Encodes call arguments L[first..top]; raises "bad argument" on failure.
@@ -252,7 +270,7 @@ static synchro_call_t *submit(lua_State *L, synchro_t *S, int op,
   if (!cbs && take_callbacks(L) > 0) {
     release_callbacks(L);
     synchro__call_unref(call);
-    luaL_error(L, "a function argument (a callback) can be passed to a "
+    raise_at_user(L, "a function argument (a callback) can be passed to a "
                   "blocking call, or inside synchro.run, but not to "
                   ".future");
   }
@@ -357,7 +375,7 @@ static int l_post(lua_State *L) {
   if (synchro__marshal_encode(L, 4, lua_gettop(L) - 3, SYNCHRO_MARSHAL_DATA,
                               "args", &call->args, NULL) != 0) {
     synchro__call_unref(call);
-    return luaL_error(L, "bad argument to 'post' (%s)", lua_tostring(L, -1));
+    return raise_at_user(L, "bad argument to 'post' (%s)", lua_tostring(L, -1));
   }
   synchro__call_ref(call); /* the loop's */
   sent = synchro__send(box->S, &call->msg) == 0;
@@ -440,7 +458,7 @@ static int l_define(lua_State *L) {
                               NULL) != 0) {
     synchro__buf_free(&def->code);
     free(def);
-    return luaL_error(L, "bad argument #1 to 'wrap' (%s)",
+    return raise_at_user(L, "bad argument #1 to 'wrap' (%s)",
                       lua_tostring(L, -1));
   }
   id = __atomic_fetch_add(&S->next_fn_id, 1, __ATOMIC_RELAXED);
@@ -593,7 +611,7 @@ static int l_call(lua_State *L) {
                                 SYNCHRO_NO_LIMIT);
   lua_settop(L, top);
   if (synchro__is_loop_thread(S))
-    return luaL_error(L, "a blocking call cannot run on its own "
+    return raise_at_user(L, "a blocking call cannot run on its own "
                          "synchronizer's loop thread");
   call = prepare(L, S, op, id, 2, 1);
   /* Callbacks: serve them from before the call is sent, so that a task
