@@ -236,6 +236,21 @@ describe("__synchro and synchro's own kinds", function()
       local decoded, n2 = norm(setmetatable({ x = 3, y = 4 }, Point))
       assert.is_true(decoded)
       assert.are.equal(25, n2)
+      -- a table payload: its values cross as values (a zero byte, a
+      -- float, a nested table), nothing joined into a string
+      local Seg = {}
+      Seg.__synchro = function(v) return "seg", { v.a, v.b, tag = v.tag } end
+      S:wrap(function()
+        require("synchro").register_kind("seg", function(t)
+          return { len = t[2].x - t[1].x, tag = t.tag, whole = type(t) }
+        end)
+      end)()
+      local seg = S:wrap(function(v) return v.len, v.tag, v.whole end)
+      local len, tag, whole = seg(setmetatable({ a = { x = 0.5 },
+        b = { x = 3 }, tag = "a\0b" }, Seg))
+      assert.are.equal(2.5, len)
+      assert.are.equal("a\0b", tag)
+      assert.are.equal("table", whole)
       raises("bad argument #1 to 'register_kind'", synchro.register_kind,
         "synchro.point", function() end)
       raises("bad argument #2 to 'register_kind'", synchro.register_kind,

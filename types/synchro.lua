@@ -41,11 +41,12 @@ function synchro.traceback(err) end
 function synchro.is_cancelled(err) end
 
 --- Says how a value of your own kind arrives in this VM: a table or
---- userdata whose metatable has `__synchro(v)` returning two strings,
---- kind and payload, crosses as decode(payload), run in the receiving VM
---- (register it there too). Kinds named "synchro.*" are synchro's own.
+--- userdata whose metatable has `__synchro(v)` returning a kind (a
+--- string) and a payload (a string, or a table of values that cross)
+--- crosses as decode(payload), run in the receiving VM (register it there
+--- too). Kinds named "synchro.*" are synchro's own.
 ---@param kind string
----@param decode fun(payload: string): any
+---@param decode fun(payload: string|table): any
 function synchro.register_kind(kind, decode) end
 
 --- True when x is a proxy of an object of a synchronizer's loop.

@@ -5,8 +5,8 @@
 --- `aio.http.get(url)` in async code, and `r.body` costs no round trip.
 local M = {}
 
-local lower, concat, tostring, type, setmetatable, rawget, pcall =
-  string.lower, table.concat, tostring, type, setmetatable, rawget, pcall
+local lower, tostring, type, setmetatable, rawget, pcall =
+  string.lower, tostring, type, setmetatable, rawget, pcall
 
 ---@class synchro.http.Headers
 --- `headers["Content-Type"]`: the value, case-insensitive; repeated
@@ -109,27 +109,23 @@ function Response:__tostring()
     self.url, #self.body)
 end
 
--- Crossing: five netstrings (status, url, version, head, body).
-local function netstring(s) return #s .. ":" .. s end
-
+-- Crossing: a table of its five parts (status, url, version, head,
+-- body), so that the body is copied once into the call's buffer and once
+-- out of it, never joined with the rest into one string.
 function Response.__synchro(self)
-  return "synchro.http.response", concat({ netstring(tostring(self.status)),
-    netstring(self.url), netstring(self.http_version),
-    netstring(self._head), netstring(self.body) })
+  return "synchro.http.response", { self.status, self.url,
+    self.http_version, self._head, self.body }
 end
 
 require("synchro.kinds").own(Response.__synchro)
 
 --- Rebuilds a response from its __synchro payload.
-function M.decode(payload)
-  local parts, pos = {}, 1
-  for i = 1, 5 do
-    local colon = payload:find(":", pos, true)
-    local len = tonumber(payload:sub(pos, colon - 1))
-    parts[i] = payload:sub(colon + 1, colon + len)
-    pos = colon + len + 1
+function M.decode(p)
+  if type(p) ~= "table" or type(p[1]) ~= "number" or type(p[4]) ~= "string"
+    or type(p[5]) ~= "string" then
+    error("malformed synchro.http.response payload", 0)
   end
-  return M.new(tonumber(parts[1]), parts[4], parts[5], parts[2], parts[3])
+  return M.new(p[1], p[4], p[5], p[2], p[3])
 end
 
 return M

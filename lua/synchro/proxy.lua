@@ -230,12 +230,13 @@ return function(synchro, Synchronizer, P)
   end
 
   --- Says how a value of your own kind arrives in this VM: a table or
-  --- userdata whose metatable has `__synchro(v)` returning two strings,
-  --- kind and payload, crosses as decode(payload), run in the receiving
+  --- userdata whose metatable has `__synchro(v)` returning a kind (a
+  --- string) and a payload (a string, or a table of values that cross)
+  --- crosses as decode(payload), run in the receiving
   --- VM (register it there: on the loop, from async code). Kinds named
   --- "synchro.*" are synchro's own.
   ---@param kind string
-  ---@param decode fun(payload: string): any
+  ---@param decode fun(payload: string|table): any
   function synchro.register_kind(kind, decode)
     check.type(kind, "string", 1, "register_kind")
     check.type(decode, "function", 2, "register_kind")

@@ -602,7 +602,44 @@ static void test_extensions(void) {
   run(L1, "return setmetatable({}, {__synchro = function() return 1 end})",
       0, 1);
   expect_encode_error(L1, 1, SYNCHRO_MARSHAL_CODE,
-                      "args[1]: __synchro must return two strings", 1);
+                      "args[1]: __synchro must return a kind (a string) and "
+                      "a payload (a string or a table)", 1);
+  /* A table payload: its values cross as values (no joined string), its
+   * shared tables stay shared, and the ids after it line up on both
+   * sides (the table after the extension is a REF to the first one). */
+  set_ext(L2, "return {pair = function(t) return {sum = t[1] + t[2], "
+              "body = t.body, same = t.a == t.b} end}");
+  run(L1,
+      "local shared = {}\n"
+      "local mt = {__synchro = function(o) return 'pair', {o[1], o[2], "
+      "body = o.body, a = shared, b = shared} end}\n"
+      "local v = setmetatable({3, 4, body = ('z'):rep(100000)}, mt)\n"
+      "local t = {}\n"
+      "return v, t, t, v",
+      0, 4);
+  synchro__buf_free(&buf);
+  synchro__buf_init(&buf);
+  encode_ok(L1, 4, SYNCHRO_MARSHAL_DATA, &buf);
+  lua_pop(L1, 4);
+  CHECK_EQ_INT(decode_ok(L2, buf.data, buf.len), 4);
+  run(L2,
+      "local v, t1, t2, v2 = ...\n"
+      "assert(v.sum == 7 and #v.body == 100000 and v.same)\n"
+      "assert(type(t1) == 'table' and t1 == t2 and v2 == v)\n",
+      4, 0);
+  /* A payload that holds the value itself: the encoder sends a REF to the
+   * extension, which the decoder refuses (it cannot build a value out of
+   * itself). */
+  run(L1,
+      "local mt = {__synchro = function(o) return 'pair', {o} end}\n"
+      "return setmetatable({}, mt)",
+      0, 1);
+  synchro__buf_free(&buf);
+  synchro__buf_init(&buf);
+  encode_ok(L1, 1, SYNCHRO_MARSHAL_DATA, &buf);
+  lua_pop(L1, 1);
+  expect_decode_error(L2, buf.data, buf.len, SYNCHRO_EMARSHAL,
+                      "an extension's payload refers to it");
   synchro__buf_free(&buf);
   CHECK_EQ_INT(lua_gettop(L1), 0);
   CHECK_EQ_INT(lua_gettop(L2), 0);
@@ -634,7 +671,7 @@ static void test_depth(void) {
   transfer(L1, L2, 1, SYNCHRO_MARSHAL_LENIENT);
   /* A corrupt buffer claiming deep nesting. */
   deep[0] = 0xC5;
-  deep[1] = 1;
+  deep[1] = 2; /* the format version */
   deep[2] = 1;
   for (i = 0; i < 300; i++)
     memcpy(deep + 3 + 6 * i, "\x06\x01\0\0\0\0", 6);
@@ -701,21 +738,21 @@ static void test_bad_buffers(void) {
   }
   /* Trailing garbage, wrong version and specific corruptions. */
   memcpy(copy, buf.data, len);
-  expect_decode_error(L2, "\xC5\x01\x01\x00\x00", 5, SYNCHRO_EBADBUF,
+  expect_decode_error(L2, "\xC5\x02\x01\x00\x00", 5, SYNCHRO_EBADBUF,
                       "corrupt buffer: trailing bytes at offset 4");
-  expect_decode_error(L2, "\xC5\x02\x00", 3, SYNCHRO_EBADBUF,
+  expect_decode_error(L2, "\xC5\x01\x00", 3, SYNCHRO_EBADBUF,
                       "corrupt buffer: unsupported format version");
   expect_decode_error(L2, "Lua", 3, SYNCHRO_EBADBUF,
                       "corrupt buffer: bad magic byte at offset 0");
-  expect_decode_error(L2, "\xC5\x01\x05\x00", 4, SYNCHRO_EBADBUF,
+  expect_decode_error(L2, "\xC5\x02\x05\x00", 4, SYNCHRO_EBADBUF,
                       "corrupt buffer: count larger than the buffer");
-  expect_decode_error(L2, "\xC5\x01\x01\x07\x01", 5, SYNCHRO_EBADBUF,
+  expect_decode_error(L2, "\xC5\x02\x01\x07\x01", 5, SYNCHRO_EBADBUF,
                       "corrupt buffer: bad reference at offset 5");
-  expect_decode_error(L2, "\xC5\x01\x01\x0C", 4, SYNCHRO_EBADBUF,
+  expect_decode_error(L2, "\xC5\x02\x01\x0C", 4, SYNCHRO_EBADBUF,
                       "corrupt buffer: unknown tag at offset 3");
-  expect_decode_error(L2, "\xC5\x01\x01\x06\x00\x01\0\0\0\x00\x01", 11,
+  expect_decode_error(L2, "\xC5\x02\x01\x06\x00\x01\0\0\0\x00\x01", 11,
                       SYNCHRO_EBADBUF, "corrupt buffer: nil table key");
-  expect_decode_error(L2, "\xC5\x01\x01\x03\xff\xff\xff\xff\xff\xff\xff"
+  expect_decode_error(L2, "\xC5\x02\x01\x03\xff\xff\xff\xff\xff\xff\xff"
                       "\xff\xff\x7f", 14, SYNCHRO_EBADBUF,
                       "corrupt buffer: varint overflow");
   {
@@ -745,7 +782,7 @@ static void test_bad_buffers(void) {
       copy[i] = (char)rng();
     if (j & 1 && n > 2) {
       copy[0] = (char)0xC5;
-      copy[1] = 1;
+      copy[1] = 2; /* the format version */
       copy[2] = (char)(rng() % 4);
     }
     decode_any(L2, copy, n);

@@ -542,11 +542,13 @@ static int encode_ext(encoder *e, int idx, int depth) {
     lua_pop(L, 2);
     return unsupported(e, idx, depth, NULL);
   }
-  if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
+  if (lua_type(L, -2) != LUA_TSTRING ||
+      (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TTABLE)) {
     lua_pop(L, 2);
     if (e->mode == SYNCHRO_MARSHAL_LENIENT)
       return 1;
-    return fail(e, depth, "__synchro must return two strings");
+    return fail(e, depth, "__synchro must return a kind (a string) and a "
+                          "payload (a string or a table)");
   }
   if (!own && strncmp(lua_tostring(L, -2), SYNCHRO_RESERVED_KIND,
                       sizeof(SYNCHRO_RESERVED_KIND) - 1) == 0) {
@@ -564,8 +566,9 @@ static int encode_ext(encoder *e, int idx, int depth) {
   ref_add(e, idx);
   s = lua_tolstring(L, -2, &len);
   TRY(put_bytes(e, TAG_EXT, s, len));
-  s = lua_tolstring(L, -1, &len);
-  TRY(put_bytes(e, -1, s, len));
+  /* the payload is a value: a table payload's strings are copied once,
+   * into the buffer, not first joined into one string */
+  TRY(encode_value(e, lua_gettop(L), depth + 1));
   lua_pop(L, 2);
   return 0;
 }

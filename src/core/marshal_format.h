@@ -19,7 +19,9 @@
  *                       environment are always MODULE "_G".
  *   CFUNC               string module, string key: package.loaded[m][k]
  *   MODULE              string name: package.loaded[name]
- *   EXT                 string extension name, string payload
+ *   EXT                 string extension name, then the payload: a value
+ *                       (STRING or TABLE; a REF to the EXT itself from
+ *                       inside it is refused)
  *   PROXY               reserved
  *   CLASS               string module, string key, byte has_text (+ string
  *                       text), then a TABLE: an error table whose
@@ -40,7 +42,7 @@
 #include "compat.h"
 
 #define MAGIC 0xC5
-#define VERSION 1
+#define VERSION 2 /* 2: an EXT payload is a value */
 #define MAX_DEPTH 200
 
 enum {

@@ -274,15 +274,25 @@ static int decode_named(decoder *d, int with_key) {
   return 0;
 }
 
-/* EXT: registry[SYNCHRO_EXT_REGISTRY][name](payload), run protected. */
-static int decode_ext(decoder *d) {
+/* What an extension's reference holds while its payload is decoded: a
+ * reference to it from inside its own payload is refused. */
+static char ext_pending;
+
+/* EXT: registry[SYNCHRO_EXT_REGISTRY][name](payload), run protected. The
+ * extension takes its reference id before its payload's values do, as
+ * on the encoder's side. */
+static int decode_ext(decoder *d, int depth) {
   lua_State *L = d->L;
-  const char *name, *payload;
-  size_t nlen, plen;
+  const char *name;
+  size_t nlen;
+  int id;
   TRY(get_string(d, &name, &nlen));
-  TRY(get_string(d, &payload, &plen));
   if (!lua_checkstack(L, 8))
     return no_stack(d);
+  lua_pushlightuserdata(L, &ext_pending);
+  ref_new(d, lua_gettop(L));
+  lua_pop(L, 1);
+  id = d->nrefs;
   lua_pushlstring(L, name, nlen);
   lua_pushliteral(L, SYNCHRO_EXT_REGISTRY);
   if (lua_rawget(L, LUA_REGISTRYINDEX) == LUA_TTABLE) {
@@ -294,14 +304,17 @@ static int decode_ext(decoder *d) {
     lua_pushfstring(L, "unknown extension '%s'", lua_tostring(L, -2));
     return dfail(d, SYNCHRO_EMARSHAL, NULL);
   }
-  lua_pushlstring(L, payload, plen);
+  TRY(decode_value(d, depth + 1));
+  if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TTABLE)
+    return corrupt(d, "bad extension payload");
   if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
     lua_pushfstring(L, "extension '%s' failed: %s", lua_tostring(L, -2),
                     error_text(L));
     return dfail(d, SYNCHRO_EMARSHAL, NULL);
   }
   lua_remove(L, -2);
-  ref_new(d, lua_gettop(L));
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, d->refs, id);
   return 0;
 }
 
@@ -399,6 +412,8 @@ static int decode_value(decoder *d, int depth) {
     if (u == 0 || u > (uint64_t)d->nrefs)
       return corrupt(d, "bad reference");
     lua_rawgeti(L, d->refs, (lua_Integer)u);
+    if (lua_touserdata(L, -1) == (void *)&ext_pending)
+      return dfail(d, SYNCHRO_EMARSHAL, "an extension's payload refers to it");
     return 0;
   case TAG_FUNC:
     return decode_function(d, depth);
@@ -407,7 +422,7 @@ static int decode_value(decoder *d, int depth) {
   case TAG_MODULE:
     return decode_named(d, 0);
   case TAG_EXT:
-    return decode_ext(d);
+    return decode_ext(d, depth);
   case TAG_CLASS:
     return decode_class(d, depth);
   default:
