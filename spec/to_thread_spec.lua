@@ -17,6 +17,20 @@ local function forever()
   return "cleaned: " .. tostring(ok) .. " " .. tostring(err)
 end
 
+-- A blocking generator: one item, then a job that never ends, whose
+-- cleanup (after its pcall) writes to the file p what stopped it.
+local function one_then_forever(p)
+  coroutine.yield(1) -- (PUC 5.1 cannot yield inside a pcall)
+  local ok, err = pcall(function()
+    local function spin() while true do end end
+    if jit then jit.off(spin) end
+    spin()
+  end)
+  local f = io.open(p, "w")
+  f:write("cleaned: " .. tostring(ok) .. " " .. tostring(err))
+  f:close()
+end
+
 describe("synchro.to_thread", function()
   local S
   setup(function() S = synchro.new({ name = "to-thread-spec", slow = 0 }) end)
@@ -300,17 +314,7 @@ describe("aio.iter_in_thread", function()
       local marker = util.tmpname()
       local first = run(function(path)
         local aio = require "synchro.aio"
-        local it = aio.iter_in_thread(function(p)
-          coroutine.yield(1) -- (PUC 5.1 cannot yield inside a pcall)
-          local ok, err = pcall(function()
-            local function spin() while true do end end
-            if jit then jit.off(spin) end
-            spin()
-          end)
-          local f = io.open(p, "w")
-          f:write("cleaned: " .. tostring(ok) .. " " .. tostring(err))
-          f:close()
-        end, path)
+        local it = aio.iter_in_thread(one_then_forever, path)
         local v = it:next()
         it:close()
         assert(it:next() == nil)
@@ -328,17 +332,8 @@ describe("aio.iter_in_thread", function()
       local r, msg = run(function(path)
         local aio = require "synchro.aio"
         return aio.timeout(0.1, function()
-          local it = aio.iter_in_thread({ buffer = 1 }, function(p)
-            coroutine.yield(1)
-            local ok, err = pcall(function()
-              local function spin() while true do end end
-              if jit then jit.off(spin) end
-              spin()
-            end)
-            local f = io.open(p, "w")
-            f:write("cleaned: " .. tostring(ok) .. " " .. tostring(err))
-            f:close()
-          end, path)
+          local it = aio.iter_in_thread({ buffer = 1 }, one_then_forever,
+            path)
           while true do it:next() end
         end)
       end, marker)
@@ -456,17 +451,7 @@ describe("S:iter_in_thread and synchro.iter_in_thread", function()
   it("close() from plain code interrupts the generator after its cleanup",
     function()
       local marker = util.tmpname()
-      local it = S:iter_in_thread(function(p)
-        coroutine.yield(1)
-        local ok, err = pcall(function()
-          local function spin() while true do end end
-          if jit then jit.off(spin) end
-          spin()
-        end)
-        local f = io.open(p, "w")
-        f:write("cleaned: " .. tostring(ok) .. " " .. tostring(err))
-        f:close()
-      end, marker)
+      local it = S:iter_in_thread(one_then_forever, marker)
       assert.are.equal(1, it:next())
       it:close()
       assert.is_nil(it:next())
