@@ -9,6 +9,13 @@ local util = require "spec.helpers.util"
 local function has(s, part) return type(s) == "string" and
   s:find(part, 1, true) ~= nil end
 
+-- pairs honours __pairs from Lua 5.2 on (not on 5.1 and LuaJIT)
+local honours_pairs = false
+for _ in pairs(setmetatable({}, { __pairs = function()
+  honours_pairs = true
+  return next, {}, nil
+end })) do end
+
 describe("synchro.aio.http", function()
   local S, dir, port, pidfile, srv
   setup(function()
@@ -73,6 +80,11 @@ describe("synchro.aio.http", function()
             s:write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n" ..
               "Set-Cookie: a=1\r\nset-cookie: b=2\r\n\r\n" ..
               "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+          elseif path == "/odd-headers" then
+            s:write("HTTP/1.1 201 Created Here \r\nX-A:no-space\r\n" ..
+              "X-B: \t padded \t\r\nX-Empty:\r\n" ..
+              " Folded: continuation\r\nBad Name: x\r\nX-A: second\r\n" ..
+              "Content-Length: 2\r\n\r\nok")
           elseif path == "/close-mid-body" then
             s:write("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
             s:close()
@@ -115,15 +127,72 @@ describe("synchro.aio.http", function()
     assert.are.equal(url("/small.txt"), r.url)
   end)
 
+  it("parses headers as the server wrote them, in either VM", function()
+    local function check(r, where)
+      assert.are.equal(201, r.status, where)
+      assert.are.equal("Created Here", r.reason, where)
+      assert.are.equal("ok", r.body, where)
+      assert.are.equal("no-space, second", r.headers["X-A"], where)
+      assert.are.equal("padded", r.headers["x-b"], where)
+      assert.are.equal("", r.headers["X-Empty"], where)
+      assert.is_nil(r.headers["folded"], where)
+      assert.is_nil(r.headers["bad name"], where)
+      assert.are.same({ "no-space", "second" }, r:header_all("x-a"), where)
+      local names = {}
+      for i, h in ipairs(r.header_list) do names[i] = h[1] end
+      assert.are.same({ "X-A", "X-B", "X-Empty", "X-A", "Content-Length" },
+        names, where)
+    end
+    local loop_side, fields = S:wrap(function(u)
+      local http = require "synchro.aio.http"
+      local r = assert(http.get(u))
+      local ok, err = pcall(function()
+        assert(r.reason == "Created Here" and r.headers["x-b"] == "padded")
+      end)
+      -- pairs shows the parsed fields of a response not yet parsed
+      local q, keys = assert(http.get(u)), {}
+      for k in pairs(q) do keys[#keys + 1] = k end
+      table.sort(keys)
+      return ok or err, keys, r
+    end)(surl("/odd-headers"))
+    assert.is_true(loop_side)
+    for _, k in ipairs({ "body", "header_list", "headers", "reason",
+      "status" }) do
+      local parsed_on_use = k == "header_list" or k == "headers" or
+        k == "reason"
+      assert.are.equal(honours_pairs or not parsed_on_use,
+        has(table.concat(fields, " "), k), k)
+    end
+    -- a response that crossed unparsed, and one parsed before crossing
+    check(S:wrap(function(u)
+      return assert(require("synchro.aio.http").get(u))
+    end)(surl("/odd-headers")), "crossed unparsed")
+    check(S:wrap(function(u)
+      local r = assert(require("synchro.aio.http").get(u))
+      local _ = r.headers
+      return r
+    end)(surl("/odd-headers")), "crossed parsed")
+  end)
+
   it("gives a 1 MiB body whole, and decodes JSON with cjson", function()
-    local r, j = S:wrap(function(u, v)
+    local r, j, read_first, in_loop = S:wrap(function(u, v)
       local http = require "synchro.aio.http"
       local b = assert(http.get(u))
       local d = assert(http.get(v))
-      return b, d
+      -- a large body is read in the loop too, or crosses after that
+      local c = assert(http.get(u))
+      local seen = { len = #c.body, head = c.body:sub(1, 64) }
+      local e, keys = assert(http.get(u)), {}
+      for k, x in pairs(e) do keys[k] = type(x) end
+      seen.pairs_body = keys.body
+      return b, d, c, seen
     end)(url("/big.bin"), url("/data.json"))
+    local want = util.read(dir .. "/big.bin")
     assert.are.equal(1048576, #r.body)
-    assert.are.equal(util.read(dir .. "/big.bin"), r.body)
+    assert.are.equal(want, r.body)
+    assert.are.equal(want, read_first.body)
+    assert.are.same({ len = 1048576, head = want:sub(1, 64),
+      pairs_body = honours_pairs and "string" or nil }, in_loop)
     local v = j:json()
     assert.are.same({ 1, 2, 3 }, v.a)
     assert.are.equal(require("cjson").null, v.n)

@@ -22,6 +22,10 @@ check() { # name command...
     # end of the output
     grep -n -m 1 -A 60 -E "(ERROR|WARNING): [A-Za-z]+Sanitizer|runtime error:" \
       "$log/$name.txt"
+    # busted's failed tests, with their messages (the tail may not reach
+    # them)
+    grep -n -A 14 "^not ok" "$log/$name.txt" | grep -v -E "^[0-9]+-ok " |
+      head -n 120
     tail -n 40 "$log/$name.txt"
     status=1
   fi

@@ -78,6 +78,27 @@ function check.port(port, n, name)
   end
 end
 
+-- Sets of the long option lists (kept by the list: those are constants of
+-- their modules; a short list, often a literal made per call, is scanned).
+local known_sets = setmetatable({}, { __mode = "k" })
+
+local function is_known(known, k)
+  local n = #known
+  if n <= 4 then
+    for i = 1, n do
+      if known[i] == k then return true end
+    end
+    return false
+  end
+  local set = known_sets[known]
+  if set == nil then
+    set = {}
+    for i = 1, n do set[known[i]] = true end
+    known_sets[known] = set
+  end
+  return set[k] == true
+end
+
 --- Raises unless opts is nil or a table whose keys are all in known (a
 --- list of option names); returns it, or {}.
 ---@param opts any
@@ -91,11 +112,7 @@ function check.opts(opts, n, name, known)
     argerror(n, name, "table expected, got " .. type(opts))
   end
   for k in pairs(opts) do
-    local ok = false
-    for i = 1, #known do
-      if known[i] == k then ok = true break end
-    end
-    if not ok then
+    if not is_known(known, k) then
       argerror(n, name, ("unknown option '%s' (options: %s)")
         :format(tostring(k), table.concat(known, ", ")))
     end

@@ -5,8 +5,8 @@
 --- `aio.http.get(url)` in async code, and `r.body` costs no round trip.
 local M = {}
 
-local lower, tostring, type, setmetatable, rawget, pcall =
-  string.lower, tostring, type, setmetatable, rawget, pcall
+local lower, tostring, type, setmetatable, rawget, rawset, pcall, next =
+  string.lower, tostring, type, setmetatable, rawget, rawset, pcall, next
 
 ---@class synchro.http.Headers
 --- `headers["Content-Type"]`: the value, case-insensitive; repeated
@@ -27,36 +27,98 @@ local Headers = {
 ---@field url string the URL that answered (after redirects)
 ---@field http_version string "1.0", "1.1", "2"
 local Response = {}
-Response.__index = Response
 M.Response = Response
 
--- Parses header lines (as curl hands them: the status line first).
+local find, sub, byte, match = string.find, string.sub, string.byte,
+  string.match
+
+-- Parses header lines (as curl hands them: the status line first) in one
+-- pass of plain finds: a pattern with a lazy capture before a trailing
+-- `%s*$` costs a match attempt per character of every value.
 local function parse_head(head)
-  local list, map, reason = {}, setmetatable({}, Headers), nil
-  for line in head:gmatch("([^\r\n]*)\r?\n") do
-    if reason == nil then
-      reason = line:match("^HTTP/%S+%s+%d+%s*(.*)$") or ""
-    else
-      local name, value = line:match("^([^:%s]+)%s*:%s*(.-)%s*$")
+  local list, map = {}, setmetatable({}, Headers)
+  local len = #head
+  local nl = find(head, "\n", 1, true) or len + 1
+  local reason = match(sub(head, 1, nl - 1), "^HTTP/%S+%s+%d+%s*(.-)%s*$")
+  local pos = nl + 1
+  while pos <= len do
+    nl = find(head, "\n", pos, true) or len + 1
+    local stop = nl - 1
+    if byte(head, stop) == 13 then stop = stop - 1 end -- \r
+    local colon = find(head, ":", pos, true)
+    if colon and colon > pos and colon <= stop then
+      local name = sub(head, pos, colon - 1)
+      if find(name, "%s") then name = match(name, "^(%S+)%s*$") end
       if name then
+        local value = sub(head, colon + 1, stop)
+        local b1, bn = byte(value, 1), byte(value, -1)
+        if b1 == 32 or b1 == 9 or bn == 32 or bn == 9 then
+          value = match(value, "^%s*(.-)%s*$")
+        end
         list[#list + 1] = { name, value }
         local k = lower(name)
         local old = rawget(map, k)
         map[k] = old and (old .. ", " .. value) or value
       end
     end
+    pos = nl + 1
   end
   return list, map, reason or ""
 end
 
---- Builds a response from what curl received.
+-- headers, header_list and reason are parsed from the head on first use:
+-- a response that only has its status and body read (and one that only
+-- crosses to another VM) never parses it.
+local function parse_into(self)
+  local list, map, reason = parse_head(rawget(self, "_head") or "")
+  rawset(self, "header_list", list)
+  rawset(self, "headers", map)
+  rawset(self, "reason", reason)
+end
+local LAZY = { headers = true, header_list = true, reason = true }
+
+-- A large body comes from curl as bytes (src/core/marshal.h): it becomes
+-- a string here only when read, and crosses to another VM without that.
+local function body_of(self)
+  local b = rawget(self, "_bytes")
+  if b == nil then return nil end
+  local s = b:take() -- frees curl's buffer now
+  rawset(self, "body", s)
+  rawset(self, "_bytes", nil)
+  return s
+end
+
+--- The __index of a response (and of a streamed one, after its own
+--- methods): Response's methods, then the fields made on first use.
+function M.index(self, k)
+  local v = Response[k]
+  if v == nil then
+    if k == "body" then return body_of(self) end
+    if LAZY[k] and rawget(self, "_head") then
+      parse_into(self)
+      v = rawget(self, k)
+    end
+  end
+  return v
+end
+Response.__index = M.index
+
+-- pairs(r) shows every field, those made on first use too
+function Response.__pairs(self)
+  if rawget(self, "headers") == nil then parse_into(self) end
+  body_of(self)
+  return next, self, nil
+end
+
+--- Builds a response from what curl received (body: a string, bytes or
+--- nil).
 ---@return synchro.http.Response
 function M.new(status, head, body, url, version)
-  local list, map, reason = parse_head(head)
+  local bytes
+  if type(body) == "userdata" then body, bytes = nil, body end
   return setmetatable({
-    status = status, ok = status >= 200 and status < 300, reason = reason,
-    headers = map, header_list = list, body = body, url = url,
-    http_version = version, _head = head,
+    status = status, ok = status >= 200 and status < 300, body = body,
+    url = url, http_version = version, _head = head, _bytes = bytes,
   }, Response)
 end
 
@@ -114,7 +176,8 @@ end
 -- out of it, never joined with the rest into one string.
 function Response.__synchro(self)
   return "synchro.http.response", { self.status, self.url,
-    self.http_version, self._head, self.body }
+    self.http_version, self._head,
+    rawget(self, "body") or rawget(self, "_bytes") }
 end
 
 require("synchro.kinds").own(Response.__synchro)

@@ -35,6 +35,9 @@
 #define RECV_BUFFER (64 * 1024L)
 /* The largest announced body allocated at once (a bigger one grows). */
 #define PRESIZE_MAX (16 * 1024 * 1024)
+/* Easy handles kept, reset, for the next transfers: curl_easy_init and
+ * curl_easy_cleanup cost more than the rest of a small request's setup. */
+#define SPARE_EASY 16
 
 enum { EV_HEADERS = 1, EV_DATA = 2, EV_DONE = 4, EV_NEED_BODY = 8 };
 
@@ -53,6 +56,8 @@ typedef struct {
   socket_ctx_t *sockets; /* every socket's poll, to close what curl left */
   synchro_t *S;
   transfer_t *pending; /* transfers with events to report */
+  CURL *spare[SPARE_EASY]; /* reset easy handles, not in the multi */
+  int nspare;
   int refs;            /* the registry's userdata + each transfer */
   int dispatching;
   int closing; /* the VM is going away: never call Lua again */
@@ -308,6 +313,8 @@ static int socket_function(CURL *easy, curl_socket_t fd, int what, void *userp,
 static void multi_unref(multi_t *m) {
   if (--m->refs > 0)
     return;
+  while (m->nspare > 0)
+    curl_easy_cleanup(m->spare[--m->nspare]);
   /* Closes curl's connections; their sockets' polls close through
    * socket_function. */
   curl_multi_cleanup(m->multi);
@@ -481,7 +488,15 @@ static void release(lua_State *L, transfer_box_t *box) {
   unqueue(t);
   if (t->added)
     curl_multi_remove_handle(t->m->multi, t->easy);
-  curl_easy_cleanup(t->easy);
+  /* curl_easy_reset forgets every option (the headers list and buffers
+   * freed below are no longer pointed at); connections stay in the
+   * multi's cache either way. */
+  if (t->m->nspare < SPARE_EASY && !t->m->closing) {
+    curl_easy_reset(t->easy);
+    t->m->spare[t->m->nspare++] = t->easy;
+  } else {
+    curl_easy_cleanup(t->easy);
+  }
   curl_slist_free_all(t->headers);
   buf_free(&t->body);
   buf_free(&t->head);
@@ -630,7 +645,9 @@ static int http_request(lua_State *L) {
   box->t = NULL;
   luaL_setmetatable(L, TRANSFER_MT);
   t = calloc(1, sizeof(*t));
-  if (t == NULL || (t->easy = curl_easy_init()) == NULL) {
+  if (t != NULL)
+    t->easy = m->nspare > 0 ? m->spare[--m->nspare] : curl_easy_init();
+  if (t == NULL || t->easy == NULL) {
     free(t);
     return luaL_error(L, "not enough memory for a curl handle");
   }
@@ -645,6 +662,29 @@ static int http_request(lua_State *L) {
   if (mc != CURLM_OK)
     return luaL_error(L, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
   t->added = 1;
+  return 1;
+}
+
+/* A whole body this large is handed over as bytes (marshal.h), not as a
+ * string: a response that only crosses to another VM is copied once from
+ * curl's buffer into the call's, instead of into a string first. */
+#define BODY_AS_BYTES (64 * 1024)
+
+/* transfer:take_body() -> the whole body of a finished transfer: a string,
+ * or for a large one a bytes object that takes curl's buffer over. */
+static int transfer_take_body(lua_State *L) {
+  transfer_t *t = check_transfer(L);
+  synchro_bytes_t *b;
+  if (t->body.len < BODY_AS_BYTES) {
+    lua_pushlstring(L, t->body.data != NULL ? t->body.data : "", t->body.len);
+    t->body.len = 0;
+    return 1;
+  }
+  b = synchro__bytes_new(L);
+  b->data = t->body.data;
+  b->len = t->body.len;
+  memset(&t->body, 0, sizeof(t->body));
+  synchro__bytes_account(L, b);
   return 1;
 }
 
@@ -797,7 +837,8 @@ static int transfer_gc(lua_State *L) {
 
 void synchro__http_register(lua_State *L) {
   static const luaL_Reg methods[] = {
-      {"take", transfer_take},   {"buffered", transfer_buffered},
+      {"take", transfer_take},   {"take_body", transfer_take_body},
+      {"buffered", transfer_buffered},
       {"feed", transfer_feed},   {"head", transfer_head},
       {"info", transfer_info},   {"result", transfer_result},
       {"close", transfer_close}, {NULL, NULL}};

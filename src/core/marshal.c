@@ -840,11 +840,121 @@ static int encode_table(encoder *e, int idx, int depth) {
   return encode_fields(e, idx, depth);
 }
 
+/* ---- bytes (marshal.h) ---- */
+
+/* What a VM's bytes hold, outside its collector's count. Past the limit
+ * a full collection frees the buffers of unreachable bytes; the limit is
+ * then twice what is still held (at least BYTES_MIN_LIMIT), as Lua's own
+ * pause waits for the heap to double. Counting them in the collector's
+ * debt instead (lua_gc STEP) made Lua 5.4's generational collector take
+ * every large body for heap growth and run a major collection per
+ * request. */
+#define BYTES_BUDGET "synchro.bytes_budget"
+#define BYTES_MIN_LIMIT ((size_t)32 << 20)
+typedef struct {
+  size_t held, limit;
+} bytes_budget_t;
+
+typedef struct {
+  synchro_bytes_t b; /* first: what synchro__bytes_new returns */
+  bytes_budget_t *budget;
+  size_t counted; /* what this one added to budget->held */
+} bytes_box_t;
+
+static void bytes_release(bytes_box_t *x) {
+  free(x->b.data);
+  x->b.data = NULL;
+  x->b.len = 0;
+  x->budget->held -= x->counted;
+  x->counted = 0;
+}
+
+static int bytes_gc(lua_State *L) {
+  bytes_release(luaL_checkudata(L, 1, SYNCHRO_BYTES_MT));
+  return 0;
+}
+
+static int bytes_len(lua_State *L) {
+  synchro_bytes_t *b = luaL_checkudata(L, 1, SYNCHRO_BYTES_MT);
+  lua_pushinteger(L, (lua_Integer)b->len);
+  return 1;
+}
+
+/* b:take() -> the bytes as a string; the buffer is freed (b is empty). */
+static int bytes_take(lua_State *L) {
+  bytes_box_t *x = luaL_checkudata(L, 1, SYNCHRO_BYTES_MT);
+  lua_pushlstring(L, x->b.data != NULL ? x->b.data : "", x->b.len);
+  bytes_release(x);
+  return 1;
+}
+
+static bytes_budget_t *bytes_budget(lua_State *L) {
+  bytes_budget_t *budget;
+  lua_getfield(L, LUA_REGISTRYINDEX, BYTES_BUDGET);
+  budget = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (budget == NULL) {
+    budget = lua_newuserdata(L, sizeof(*budget));
+    budget->held = 0;
+    budget->limit = BYTES_MIN_LIMIT;
+    lua_setfield(L, LUA_REGISTRYINDEX, BYTES_BUDGET);
+  }
+  return budget;
+}
+
+synchro_bytes_t *synchro__bytes_new(lua_State *L) {
+  bytes_budget_t *budget = bytes_budget(L);
+  bytes_box_t *x = lua_newuserdata(L, sizeof(*x));
+  x->b.data = NULL;
+  x->b.len = 0;
+  x->budget = budget;
+  x->counted = 0;
+  if (luaL_newmetatable(L, SYNCHRO_BYTES_MT)) {
+    static const luaL_Reg methods[] = {{"take", bytes_take}, {NULL, NULL}};
+    lua_pushcfunction(L, bytes_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, bytes_len);
+    lua_setfield(L, -2, "__len");
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_setmetatable(L, -2);
+  return &x->b;
+}
+
+void synchro__bytes_account(lua_State *L, synchro_bytes_t *b) {
+  bytes_box_t *x = (bytes_box_t *)(void *)b;
+  bytes_budget_t *budget = x->budget;
+  budget->held += b->len - x->counted;
+  x->counted = b->len;
+  if (budget->held > budget->limit) {
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    budget->limit = budget->held * 2 > BYTES_MIN_LIMIT ? budget->held * 2
+                                                       : BYTES_MIN_LIMIT;
+  }
+}
+
+/* The bytes userdata at idx, or NULL. */
+static synchro_bytes_t *test_bytes(lua_State *L, int idx) {
+  void *p = lua_touserdata(L, idx);
+  int is;
+  if (p == NULL || !lua_getmetatable(L, idx))
+    return NULL;
+  luaL_getmetatable(L, SYNCHRO_BYTES_MT);
+  is = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return is ? p : NULL;
+}
+
 static int encode_userdata(encoder *e, int idx, int depth) {
   lua_Integer id;
   int rc;
+  synchro_bytes_t *b;
   if (!lua_checkstack(e->L, 8))
     return fail(e, depth, "Lua stack exhausted");
+  if ((b = test_bytes(e->L, idx)) != NULL)
+    return put_bytes(e, TAG_STRING, b->data != NULL ? b->data : "", b->len);
   if ((id = ref_find(e, idx)) != 0)
     return put_ref(e, id);
   if (get_marshaller(e->L, idx) && (rc = encode_ext(e, idx, depth)) != 1)

@@ -58,6 +58,26 @@ enum {
 
 #define SYNCHRO_PROXY_EXPORTER "synchro.proxy_exporter"
 
+/* Bytes: a userdata that owns a malloc'd buffer and crosses as a string,
+ * encoded straight from its buffer. A C module of the loop VM hands a
+ * large result to another VM this way without first making it a string
+ * of its own VM (one allocation and one copy fewer, and nothing for that
+ * VM's collector to trace). In Lua: `#b`, and `b:take()`, which gives
+ * the string and frees the buffer. Called on the
+ * thread of the VM L (the loop thread for the loop VM). */
+#define SYNCHRO_BYTES_MT "synchro.bytes"
+typedef struct synchro_bytes {
+  char *data; /* malloc'd, owned (freed by the userdata's __gc) */
+  size_t len;
+} synchro_bytes_t;
+/* Pushes a new, empty bytes userdata (raises on memory errors); moving a
+ * buffer into it afterwards cannot fail. */
+synchro_bytes_t *synchro__bytes_new(lua_State *L);
+/* Counts b's buffer (after moving one in) in its VM's budget for bytes;
+ * past the budget a full collection runs first (bytes no longer reachable
+ * free their buffers). */
+void synchro__bytes_account(lua_State *L, synchro_bytes_t *b);
+
 /* Encodes the n values in L's stack slots first .. first+n-1 (first is an
  * absolute index) and appends them to buf, replacing nothing before
  * buf->len. root names the list in error paths: root "args" gives paths

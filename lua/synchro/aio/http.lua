@@ -69,41 +69,49 @@ local function header_lines(headers, n, name, out)
   return out
 end
 
--- Checks opts (over the client's defaults) and gives what C reads.
+-- URLs that curl parsed well lately (a request to the same URL as one
+-- before it skips the parse; curl parses it again to send it anyway).
+local urls_ok, nurls_ok = {}, 0
+
+local NONE = {} -- no defaults (never written)
+local METHODS = { GET = "GET", POST = "POST", PUT = "PUT", HEAD = "HEAD",
+  DELETE = "DELETE", PATCH = "PATCH", OPTIONS = "OPTIONS" }
+
+-- Checks opts (over the client's defaults) and gives what C reads, in
+-- one table made at once.
 local function normalize(opts, n, name, defaults)
   check.opts(opts, n, name, OPTIONS)
-  defaults = defaults or {}
-  local function get(k)
-    local v = opts[k]
-    if v == nil then v = defaults[k] end
-    return v
-  end
+  defaults = defaults or NONE
   local url = opts.url
   if type(url) ~= "string" then
     argerror(n, name, "url: string expected, got " .. type(url), 3)
   end
-  local ok, why = core.http_check_url(url)
-  if not ok then
-    argerror(n, name, ("url: malformed URL '%s' (%s)"):format(url, why), 3)
+  if not urls_ok[url] then
+    local ok, why = core.http_check_url(url)
+    if not ok then
+      argerror(n, name, ("url: malformed URL '%s' (%s)"):format(url, why), 3)
+    end
+    if nurls_ok >= 256 then urls_ok, nurls_ok = {}, 0 end
+    urls_ok[url], nurls_ok = true, nurls_ok + 1
   end
-  local o = { url = url, header_lines = {} }
-  header_lines(defaults.headers, n, name, o.header_lines)
-  header_lines(opts.headers, n, name, o.header_lines)
-  local body, src = opts.body, nil
+  local lines = header_lines(defaults.headers, n, name, {})
+  header_lines(opts.headers, n, name, lines)
+  local body, src, body_source, body_size = opts.body, nil, nil, nil
   if opts.json ~= nil then
     if body ~= nil then argerror(n, name, "body and json both given", 3) end
     body = require("cjson").encode(opts.json)
-    o.header_lines[#o.header_lines + 1] = "Content-Type: application/json"
+    lines[#lines + 1] = "Content-Type: application/json"
   end
+  local body_string
   if type(body) == "string" then
-    o.body = body
+    body_string = body
   elseif type(body) == "function" then
-    src, o.body_source = body, true
+    src, body_source = body, true
   elseif is_file(body) then
     local fs = require "synchro.aio.fs"
     local st = fs.fstat(body)
-    o.body_size = st and st.size or -1
-    o.body_source = true
+    body_size = st and st.size or -1
+    body_source = true
     src = function()
       local data, msg = fs.read(body, 65536)
       if data == nil then error(msg, 0) end
@@ -114,13 +122,21 @@ local function normalize(opts, n, name, defaults)
       .. type(body), 3)
   end
   local method = opts.method or (body ~= nil and "POST" or "GET")
-  if type(method) ~= "string" or not method:match("^%a+$") then
-    argerror(n, name, "method: bad method " .. tostring(method), 3)
+  method = METHODS[method] or method
+  if METHODS[method] == nil then
+    if type(method) ~= "string" or not method:match("^%a+$") then
+      argerror(n, name, "method: bad method " .. tostring(method), 3)
+    end
+    method = method:upper()
   end
-  o.method = method:upper()
-  if o.method == "POST" and body == nil then o.body = "" end
-  o.timeout_ms = ms(get("timeout"), n, name, "timeout")
-  o.connect_timeout_ms = ms(get("connect_timeout"), n, name,
+  if method == "POST" and body == nil then body_string = "" end
+  local function get(k)
+    local v = opts[k]
+    if v == nil then v = defaults[k] end
+    return v
+  end
+  local timeout_ms = ms(get("timeout"), n, name, "timeout")
+  local connect_timeout_ms = ms(get("connect_timeout"), n, name,
     "connect_timeout")
   local follow = get("follow")
   if follow == nil or follow == true then follow = 10 end
@@ -128,43 +144,45 @@ local function normalize(opts, n, name, defaults)
   if type(follow) ~= "number" or follow < 0 or follow % 1 ~= 0 then
     argerror(n, name, "follow: boolean or count expected", 3)
   end
-  o.follow = follow
   local verify = get("verify")
   if verify ~= nil and type(verify) ~= "boolean" then
     argerror(n, name, "verify: boolean expected, got " .. type(verify), 3)
   end
-  o.verify = verify ~= false
   local cafile = get("cafile")
   if cafile ~= nil and type(cafile) ~= "string" then
     argerror(n, name, "cafile: string expected, got " .. type(cafile), 3)
   end
-  o.cafile = cafile
   local version = get("http_version")
   if version ~= nil and not VERSIONS[version] then
     argerror(n, name, "http_version: \"1.0\", \"1.1\", \"2\" or " ..
       "\"2-prior-knowledge\" expected", 3)
   end
-  o.http_version = version
-  o.pipewait = url:match("^[Hh][Tt][Tt][Pp][Ss]:") ~= nil and
-    version ~= "1.0" and version ~= "1.1"
-  local decompress = get("decompress")
-  o.decompress = decompress ~= false
-  o.stream = opts.stream and true or false
-  return o, src
+  return {
+    url = url, header_lines = lines, method = method, body = body_string,
+    body_source = body_source, body_size = body_size,
+    timeout_ms = timeout_ms, connect_timeout_ms = connect_timeout_ms,
+    follow = follow, verify = verify ~= false, cafile = cafile,
+    http_version = version,
+    pipewait = version ~= "1.0" and version ~= "1.1" and
+      url:match("^[Hh][Tt][Tt][Pp][Ss]:") ~= nil,
+    decompress = get("decompress") ~= false,
+    stream = opts.stream and true or false,
+  }, src
 end
 
 -- A request's state, shared with curl's event function (which must not
 -- hold the transfer: a stream nobody reads any more is collected).
+local WEAK_VALUES = { __mode = "v" }
 local function new_state()
-  return { done = false, headers = false, data = false,
-    ref = setmetatable({}, { __mode = "v" }) }
+  return { done = false, headers = false, data = false, task = false,
+    token = 0, ref = setmetatable({}, WEAK_VALUES) }
 end
 
 local function wake(st)
-  local w = st.waiter
-  if w then
-    st.waiter = nil
-    w.task.sched:wake(w.task, w.token)
+  local task = st.task
+  if task then
+    st.task = false
+    task.sched:wake(task, st.token)
   end
 end
 
@@ -176,13 +194,14 @@ local function on_event(st, ev)
   wake(st)
 end
 
--- Waits until cond(); a cancellation closes the transfer at once.
-local function wait(st, t, cond, name)
-  while not cond() do
+-- Waits until st[what] or st.done; a cancellation closes the transfer at
+-- once.
+local function wait(st, t, what, name)
+  while not (st[what] or st.done) do
     local task, token = sched.prepare(name)
-    st.waiter = { task = task, token = token }
+    st.task, st.token = task, token
     local ok, err = ypcall(sched.suspend, task)
-    st.waiter = nil
+    st.task = false
     if not ok then
       t:close()
       if st.feeder then st.feeder:cancel() end
@@ -225,11 +244,13 @@ end
 ---@class synchro.http.Stream: synchro.http.Response
 --- A streamed response: `body` is nil; read it with `read()`.
 local Stream = {}
-Stream.__index = function(_, k)
+local response_index = response.index
+Stream.__index = function(self, k)
   local v = Stream[k]
   if v ~= nil then return v end
-  return response.Response[k]
+  return response_index(self, k)
 end
+Stream.__pairs = response.Response.__pairs
 
 --- The next piece of the body, `nil` at its end, or `nil, msg, code` if
 --- the transfer failed. Reading makes room: curl pauses the transfer
@@ -251,7 +272,7 @@ function Stream:read()
       return nil
     end
     st.data = false
-    wait(st, t, function() return st.data or st.done end, "read")
+    wait(st, t, "data", "read")
   end
 end
 
@@ -299,9 +320,9 @@ local function perform(name, opts, n, defaults, release)
   st.ref.t = t
   if src then feeder(st, src, task.sched) end
   if o.stream then
-    wait(st, t, function() return st.headers or st.done end, name)
+    wait(st, t, "headers", name)
   else
-    wait(st, t, function() return st.done end, name)
+    wait(st, t, "done", name)
   end
   -- a stream whose headers came has a response even if its body then
   -- failed (read() reports that), however fast the failure came
@@ -319,7 +340,7 @@ local function perform(name, opts, n, defaults, release)
     r._t, r._st, r._release = t, st, release
     return setmetatable(r, Stream)
   end
-  local r = response.new(status, t:head(), t:take(), url, version)
+  local r = response.new(status, t:head(), t:take_body(), url, version)
   t:close()
   return r
 end
@@ -346,13 +367,15 @@ function http.request(opts)
   return perform("request", opts, 1)
 end
 
-local function with_url(url, opts, n, name)
-  if opts ~= nil and type(opts) ~= "table" then
+local function with_url(url, opts, n, name, method)
+  if opts == nil then return { url = url, method = method } end
+  if type(opts) ~= "table" then
     argerror(n, name, "table expected, got " .. type(opts), 3)
   end
   local o = {}
-  for k, v in pairs(opts or {}) do o[k] = v end
+  for k, v in pairs(opts) do o[k] = v end
   o.url = url
+  if o.method == nil then o.method = method end
   return o
 end
 
@@ -364,9 +387,7 @@ end
 ---@return string? msg
 ---@return string? code
 function http.get(url, opts)
-  local o = with_url(url, opts, 2, "get")
-  o.method = o.method or "GET"
-  return perform("get", o, 1)
+  return perform("get", with_url(url, opts, 2, "get", "GET"), 1)
 end
 
 --- POST body (a string, a function or an aio.fs file) to url.
@@ -378,8 +399,7 @@ end
 ---@return string? msg
 ---@return string? code
 function http.post(url, body, opts)
-  local o = with_url(url, opts, 3, "post")
-  o.method = o.method or "POST"
+  local o = with_url(url, opts, 3, "post", "POST")
   if body == nil then body = "" end
   o.body = body
   return perform("post", o, 2)
@@ -438,14 +458,11 @@ function Client:request(opts)
 end
 
 function Client:get(url, opts)
-  local o = with_url(url, opts, 2, "get")
-  o.method = o.method or "GET"
-  return self:request(o)
+  return self:request(with_url(url, opts, 2, "get", "GET"))
 end
 
 function Client:post(url, body, opts)
-  local o = with_url(url, opts, 3, "post")
-  o.method = o.method or "POST"
+  local o = with_url(url, opts, 3, "post", "POST")
   o.body = body == nil and "" or body
   return self:request(o)
 end
