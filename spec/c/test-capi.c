@@ -7,6 +7,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <string.h>
+#ifdef SYNCHRO_HAVE_VALGRIND_H
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
 
 #include "lauxlib.h"
 #include "lualib.h"
@@ -452,21 +457,31 @@ static void test_close_in_flight(void) {
 
 /* After fork(), the child's copy of a running synchronizer refuses calls
  * at once and closes without waiting for threads it does not have. */
+/* The child's verdict comes through a pipe, not its exit status: under
+ * valgrind a forked child exits with valgrind's error code when memory
+ * that only the parent's loop thread pointed to at the fork (a call it
+ * was finishing) shows as lost in a child that has no such thread. */
 static void test_fork(void) {
   synchro_t *s = open_loaded();
   synchro_value_t args[2];
   pid_t pid;
-  int status = -1, i;
+  int status = -1, i, fds[2];
+  char verdict = 0;
   args[0] = synchro_integer(1);
   args[1] = synchro_integer(2);
   CHECK_EQ_INT(synchro_call(s, "add", args, 2, NULL, NULL, -1, NULL), 0);
+  CHECK(pipe(fds) == 0);
   pid = fork();
   CHECK(pid >= 0);
   if (pid == 0) {
     int rc = synchro_call(s, "add", args, 2, NULL, NULL, -1, NULL);
+    if (rc != SYNCHRO_ECLOSED)
+      fprintf(stderr, "forked child: the call gave %d, not ECLOSED\n", rc);
     synchro_close(s, 1);
-    _exit(rc == SYNCHRO_ECLOSED ? 0 : 1);
+    verdict = rc == SYNCHRO_ECLOSED ? 'y' : 'n';
+    _exit(write(fds[1], &verdict, 1) == 1 ? 0 : 2);
   }
+  close(fds[1]);
   for (i = 0; i < 1000; i++) { /* up to 10 s: a hang fails the test */
     if (waitpid(pid, &status, WNOHANG) == pid)
       break;
@@ -475,11 +490,16 @@ static void test_fork(void) {
   if (i == 1000)
     kill(pid, SIGKILL);
   CHECK(i < 1000);
+  CHECK(read(fds[0], &verdict, 1) == 1);
+  close(fds[0]);
+  CHECK(verdict == 'y');
   if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
     fprintf(stderr, "forked child: %s %d\n",
             WIFEXITED(status) ? "exit code" : "signal",
             WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(WIFEXITED(status) &&
+        (WEXITSTATUS(status) == 0 ||
+         (RUNNING_ON_VALGRIND && WEXITSTATUS(status) == 1)));
   /* the parent's synchronizer is untouched */
   CHECK_EQ_INT(synchro_call(s, "add", args, 2, NULL, NULL, -1, NULL), 0);
   synchro_close(s, -1);
