@@ -16,8 +16,10 @@ typedef struct {
   int imported; /* collecting it drops a reference but does not close */
 } S_box_t;
 
+/* For core's functions, which have the Synchronizer's metatable as
+ * upvalue 1 (synchro__lua_open). */
 static synchro_t *check_S(lua_State *L, int idx) {
-  S_box_t *box = synchro__check_udata(L, idx, S_MT);
+  S_box_t *box = synchro__check_udata_up(L, idx, S_MT, 1);
   if (box->S == NULL)
     luaL_argerror(L, idx, "synchronizer was released");
   return box->S;
@@ -568,8 +570,9 @@ static int wait_servicing(synchro_call_t *call, double timeout, void *L) {
 }
 
 /* l_call's upvalues: the keys it reads from its target table (own
- * fields, read raw: no string is made per call). */
-enum { UP_UD = 1, UP_OP, UP_ID, UP_TIMEOUT, UP_COUNT = UP_TIMEOUT };
+ * fields, read raw: no string is made per call), and the Synchronizer's
+ * metatable (its _ud is checked by identity). */
+enum { UP_UD = 1, UP_OP, UP_ID, UP_TIMEOUT, UP_SMT, UP_COUNT = UP_SMT };
 
 static void raw_field(lua_State *L, int t, int key) {
   lua_pushvalue(L, lua_upvalueindex(key));
@@ -589,7 +592,7 @@ static int l_call(lua_State *L) {
   synchro_call_t *call;
   luaL_checktype(L, 1, LUA_TTABLE);
   raw_field(L, 1, UP_UD); /* the table keeps it alive */
-  box = synchro__test_udata(L, top + 1, S_MT);
+  box = synchro__test_udata_up(L, top + 1, S_MT, UP_SMT);
   if (box == NULL)
     return luaL_argerror(L, 1, "a wrapped function (its synchronizer is "
                                "missing)");
@@ -750,11 +753,14 @@ int synchro__lua_open(lua_State *L) {
   lua_pop(L, 1);
 #endif
   pin_module();
-  luaL_newlib(L, funcs);
+  luaL_newlibtable(L, funcs);
+  luaL_getmetatable(L, S_MT);
+  luaL_setfuncs(L, funcs, 1); /* check_S's upvalue */
   lua_pushliteral(L, "_ud");
   lua_pushliteral(L, "_op");
   lua_pushliteral(L, "_id");
   lua_pushliteral(L, "_timeout");
+  luaL_getmetatable(L, S_MT);
   lua_pushcclosure(L, l_call, UP_COUNT);
   lua_setfield(L, -2, "call");
   register_ops(L);

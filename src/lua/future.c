@@ -6,13 +6,16 @@
 
 #include "binding.h"
 
+/* A future's methods and __gc have its metatable as upvalue 1
+ * (synchro__future_register), a notifier's have the notifier's. */
 static synchro_call_t *check_future(lua_State *L) {
-  synchro_call_t **box = synchro__check_udata(L, 1, SYNCHRO_FUTURE_MT);
+  synchro_call_t **box =
+      synchro__check_udata_up(L, 1, SYNCHRO_FUTURE_MT, 1);
   return *box;
 }
 
 static int f_gc(lua_State *L) {
-  synchro_call_t **box = synchro__check_udata(L, 1, SYNCHRO_FUTURE_MT);
+  synchro_call_t **box = synchro__check_udata_up(L, 1, SYNCHRO_FUTURE_MT, 1);
   synchro__call_unref(*box);
   *box = NULL;
   return 0;
@@ -126,6 +129,13 @@ static synchro_notifier_t *check_notifier(lua_State *L, int idx) {
   return *box;
 }
 
+/* The notifier a notifier method is called on (upvalue 1: its metatable). */
+static synchro_notifier_t *self_notifier(lua_State *L) {
+  synchro_notifier_t **box =
+      synchro__check_udata_up(L, 1, SYNCHRO_NOTIFIER_MT, 1);
+  return *box;
+}
+
 /* fut:listen(notifier) -> true, or false if another one listens */
 static int f_listen(lua_State *L) {
   synchro_call_t *call = check_future(L);
@@ -161,7 +171,8 @@ static int n_new(lua_State *L) {
 }
 
 static int n_gc(lua_State *L) {
-  synchro_notifier_t **box = synchro__check_udata(L, 1, SYNCHRO_NOTIFIER_MT);
+  synchro_notifier_t **box =
+      synchro__check_udata_up(L, 1, SYNCHRO_NOTIFIER_MT, 1);
   synchro__notifier_unref(*box);
   *box = NULL;
   return 0;
@@ -188,7 +199,7 @@ static void end_list(lua_State *L, int t, int i) {
  * index 1, the rest cleared) instead of making new ones: a scheduler that
  * keeps them allocates nothing per wake. */
 static int n_take(lua_State *L) {
-  synchro_notifier_t *n = check_notifier(L, 1);
+  synchro_notifier_t *n = self_notifier(L);
   synchro_call_t *call;
   int i = 0, j = 0, reuse = lua_istable(L, 2) && lua_istable(L, 3);
   synchro__event_reset(&n->ready);
@@ -229,7 +240,7 @@ static int n_take(lua_State *L) {
 
 /* notifier:pollfd() -> an fd readable after pushes (for a luv loop) */
 static int n_pollfd(lua_State *L) {
-  int fd = synchro__notifier_pollfd(check_notifier(L, 1));
+  int fd = synchro__notifier_pollfd(self_notifier(L));
   if (fd < 0)
     return luaL_error(L, "cannot make a pollfd: %s", synchro_strerror(fd));
   lua_pushinteger(L, fd);
@@ -238,7 +249,7 @@ static int n_pollfd(lua_State *L) {
 
 /* notifier:wait([timeout]) -> "ready" | "timeout" | "interrupted" */
 static int n_wait(lua_State *L) {
-  synchro_notifier_t *n = check_notifier(L, 1);
+  synchro_notifier_t *n = self_notifier(L);
   double timeout = luaL_optnumber(L, 2, SYNCHRO_WAIT_FOREVER);
   int rc;
   if (synchro__load(&n->completed) != NULL) {
@@ -289,6 +300,19 @@ static int loop_notifier(lua_State *L) {
   return 1;
 }
 
+/* Gives the new metatable on top its __index methods and __gc, each with
+ * the metatable as upvalue 1 (for synchro__check_udata_up). */
+static void set_methods(lua_State *L, const luaL_Reg *methods,
+                        lua_CFunction gc) {
+  lua_newtable(L);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, methods, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, gc, 1);
+  lua_setfield(L, -2, "__gc");
+}
+
 void synchro__future_register(lua_State *L) {
   static const luaL_Reg fmethods[] = {
       {"wait", f_wait},     {"done", f_done},     {"outcome", f_outcome},
@@ -297,21 +321,13 @@ void synchro__future_register(lua_State *L) {
       {"timeout", f_timeout}, {"spin", f_spin}, {NULL, NULL}};
   static const luaL_Reg nmethods[] = {
       {"take", n_take}, {"wait", n_wait}, {"pollfd", n_pollfd}, {NULL, NULL}};
-  if (luaL_newmetatable(L, SYNCHRO_FUTURE_MT)) {
-    luaL_newlib(L, fmethods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, f_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  if (luaL_newmetatable(L, SYNCHRO_FUTURE_MT))
+    set_methods(L, fmethods, f_gc);
   lua_getfield(L, -1, "__index");
   lua_setfield(L, -3, "Future"); /* core.Future: methods, for Lua to extend */
   lua_pop(L, 1);
-  if (luaL_newmetatable(L, SYNCHRO_NOTIFIER_MT)) {
-    luaL_newlib(L, nmethods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, n_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  if (luaL_newmetatable(L, SYNCHRO_NOTIFIER_MT))
+    set_methods(L, nmethods, n_gc);
   lua_pop(L, 1);
   lua_pushcfunction(L, n_new);
   lua_setfield(L, -2, "notifier");

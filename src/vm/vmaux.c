@@ -48,6 +48,29 @@ void *synchro__check_udata(lua_State *L, int idx, const char *tname) {
   return p;
 }
 
+/* The value at idx if its metatable is upvalue up, else NULL. */
+static void *udata_by_upvalue(lua_State *L, int idx, int up) {
+  void *p = lua_touserdata(L, idx);
+  int same;
+  if (p == NULL || !lua_getmetatable(L, idx))
+    return NULL;
+  same = lua_rawequal(L, -1, lua_upvalueindex(up));
+  lua_pop(L, 1);
+  return same ? p : NULL;
+}
+
+void *synchro__test_udata_up(lua_State *L, int idx, const char *tname,
+                             int up) {
+  void *p = udata_by_upvalue(L, idx, up);
+  return p != NULL ? p : synchro__test_udata(L, idx, tname);
+}
+
+void *synchro__check_udata_up(lua_State *L, int idx, const char *tname,
+                              int up) {
+  void *p = udata_by_upvalue(L, idx, up);
+  return p != NULL ? p : synchro__check_udata(L, idx, tname);
+}
+
 int synchro__push_uv_error(lua_State *L, int err) {
   lua_pushnil(L);
   lua_pushfstring(L, "%s: %s", synchro_err_name(err), synchro_strerror(err));
