@@ -172,18 +172,28 @@ describe("large values", function()
       if rss_kb() == nil then return pending("no /proc/self/statm") end
       local S = synchro.new()
       local echo = S:wrap(function(x) return x end)
+      -- both VMs collected: what is left is what is held
+      local loop_gc = S:wrap(function()
+        collectgarbage()
+        collectgarbage()
+      end)
       local mib, six = ("m"):rep(2 ^ 20), ("s"):rep(6 * 2 ^ 20)
       for _ = 1, 20 do echo(mib); echo(six) end
       full_gc()
+      loop_gc()
       local before = rss_kb()
       for _ = 1, 200 do
         assert.are.equal(2 ^ 20, #echo(mib))
         assert.are.equal(6 * 2 ^ 20, #echo(six))
       end
       full_gc()
+      loop_gc()
       local grown = rss_kb() - before
-      -- a leak of either buffer or string would be 200-1400 MiB
-      assert.is_true(grown < 64 * 1024,
+      -- A leak of either buffer or string would be 200-1400 MiB. Under
+      -- load malloc's arenas keep more of what was freed (73 MiB seen
+      -- with two CPU hogs on 5.2, without the loop's collection): the
+      -- bound sits well under the smallest leak instead.
+      assert.is_true(grown < 128 * 1024,
         ("resident size grew by %d KiB"):format(grown))
       S:close()
     end)
