@@ -78,8 +78,14 @@ function util.spawn_lua(source, interp)
   os.execute(("(%s %s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s) &")
     :format(interp or util.interpreter(), script, h.out, h.err, h.pidfile,
       h.code))
-  util.wait_for(function() return util.read(h.pidfile) end, 5)
+  -- the file exists, empty, between the shell's redirection and its
+  -- write: wait for the number (a nil pid made every kill a no-op, and a
+  -- Ctrl-C test then waited for its child's whole statement)
+  util.wait_for(function()
+    return (util.read(h.pidfile) or ""):match("%d+")
+  end, 5)
   h.pid = (util.read(h.pidfile) or ""):match("%d+")
+  assert(h.pid, "the child's pid was not written")
   return h
 end
 
