@@ -935,25 +935,13 @@ void synchro__bytes_account(lua_State *L, synchro_bytes_t *b) {
   }
 }
 
-/* The bytes userdata at idx, or NULL. */
-static synchro_bytes_t *test_bytes(lua_State *L, int idx) {
-  void *p = lua_touserdata(L, idx);
-  int is;
-  if (p == NULL || !lua_getmetatable(L, idx))
-    return NULL;
-  luaL_getmetatable(L, SYNCHRO_BYTES_MT);
-  is = lua_rawequal(L, -1, -2);
-  lua_pop(L, 2);
-  return is ? p : NULL;
-}
-
 static int encode_userdata(encoder *e, int idx, int depth) {
   lua_Integer id;
   int rc;
   synchro_bytes_t *b;
   if (!lua_checkstack(e->L, 8))
     return fail(e, depth, "Lua stack exhausted");
-  if ((b = test_bytes(e->L, idx)) != NULL)
+  if ((b = luaL_testudata(e->L, idx, SYNCHRO_BYTES_MT)) != NULL)
     return put_bytes(e, TAG_STRING, b->data != NULL ? b->data : "", b->len);
   if ((id = ref_find(e, idx)) != 0)
     return put_ref(e, id);

@@ -50,10 +50,9 @@ double synchro__opt_time(lua_State *L, int idx, const char *fname,
 void *synchro__test_udata(lua_State *L, int idx, const char *tname);
 void *synchro__check_udata(lua_State *L, int idx, const char *tname);
 /* synchro__test_udata and synchro__check_udata for a C function whose
- * upvalue up holds tname's
- * metatable (its module registered it so): the type is known by identity,
- * with no registry lookup; anything else takes synchro__check_udata's
- * way. Use it only in functions whose upvalue up is that metatable or
+ * upvalue up holds tname's metatable (its module registered it so): the
+ * type is known by identity, with no registry lookup; anything else takes
+ * the registry's way. Use it only in functions whose upvalue up is that metatable or
  * absent: a function whose upvalue up is another type's metatable would
  * take a value of that type for this one. Thread: the state's. */
 void *synchro__test_udata_up(lua_State *L, int idx, const char *tname,

@@ -74,8 +74,9 @@ end
 local urls_ok, nurls_ok = {}, 0
 
 local NONE = {} -- no defaults (never written)
-local METHODS = { GET = "GET", POST = "POST", PUT = "PUT", HEAD = "HEAD",
-  DELETE = "DELETE", PATCH = "PATCH", OPTIONS = "OPTIONS" }
+-- methods taken as they are, without the pattern check and upper()
+local METHODS = { GET = true, POST = true, PUT = true, HEAD = true,
+  DELETE = true, PATCH = true, OPTIONS = true }
 
 -- Checks opts (over the client's defaults) and gives what C reads, in
 -- one table made at once.
@@ -122,8 +123,7 @@ local function normalize(opts, n, name, defaults)
       .. type(body), 3)
   end
   local method = opts.method or (body ~= nil and "POST" or "GET")
-  method = METHODS[method] or method
-  if METHODS[method] == nil then
+  if not METHODS[method] then
     if type(method) ~= "string" or not method:match("^%a+$") then
       argerror(n, name, "method: bad method " .. tostring(method), 3)
     end
